@@ -1,0 +1,34 @@
+"""mpdemo: the package behind the course on processing many rows with Python multiprocessing.
+
+One module per mechanism; the names below are the public API the notebooks use.
+"""
+
+from mpdemo.chunking import WorkerDied, WorkerError, chunked_map, default_chunksize, suggest_chunksize
+from mpdemo.context import check, cpu_count, get_context, start_method
+
+
+
+def show(obj: object):
+    """The source code of an mpdemo function, class or module, as IPython's highlighted ``Code``.
+
+    The notebooks use it to show the real worker code instead of a simplified copy.
+    """
+    import inspect
+
+    from IPython.display import Code
+
+    return Code(inspect.getsource(obj), language="python")
+
+
+__all__ = [
+    "WorkerDied",
+    "WorkerError",
+    "check",
+    "chunked_map",
+    "cpu_count",
+    "default_chunksize",
+    "get_context",
+    "show",
+    "start_method",
+    "suggest_chunksize",
+]

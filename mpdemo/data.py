@@ -1,0 +1,108 @@
+"""Deterministic synthetic data: the same seed gives the same bytes on every machine.
+
+Nothing is downloaded. ``MPDEMO_SIZE=small`` (CI) keeps every notebook quick; ``full`` (the
+default) gives learners enough rows for the effects to be clear. :func:`pick` chooses between
+a small and a full value, so each notebook states both sizes where it uses them.
+
+The orders CSV looks like real exported data, including the parts that break naive parsers::
+
+    order_id,customer,city,quantity,unit_price,note
+    1,"Okafor, Ada",Lagos,3,19.99,
+    2,"Tanaka, Ren",Osaka,12,4.50,"fragile, keep upright"
+    3,"Silva, Ana",Porto,1,250.00,"two-line
+    note"
+
+Quoted fields hold commas and, now and then, a line break, so one row can span two lines of
+the file. With ``bad_every=n`` every n-th row is deliberately wrong (a non-numeric quantity, a
+missing field) so the lessons can show error handling.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from mpdemo.context import size
+from mpdemo.workloads import ORDER_FIELDS
+
+T = TypeVar("T")
+
+_FIRST = ["Ada", "Ren", "Ana", "Omar", "Mei", "Lars", "Priya", "Tomás", "Zoe", "Kwame"]
+_LAST = ["Okafor", "Tanaka", "Silva", "Haddad", "Chen", "Berg", "Iyer", "García", "Novak", "Mensah"]
+_CITIES = ["Lagos", "Osaka", "Porto", "Cairo", "Xi'an", "Bergen", "Pune", "Bogotá", "Brno", "Accra"]
+_NOTES = ["", "", "", "fragile, keep upright", 'says "thanks"', "gift", "two-line\nnote"]
+
+
+def pick(small: T, full: T) -> T:
+    """``small`` when ``MPDEMO_SIZE=small``, otherwise ``full``."""
+    return small if size() == "small" else full
+
+
+def data_dir() -> Path:
+    """The folder for generated data: ``MPDEMO_DATA_DIR``, or ``data/`` beside the package."""
+    default = Path(__file__).resolve().parent.parent / "data"
+    folder = Path(os.environ.get("MPDEMO_DATA_DIR", default))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def order_rows(n: int, *, seed: int = 0, bad_every: int = 0):
+    """Yield ``n`` order rows as lists of strings (no header), the same ones for the same seed."""
+    rng = random.Random(seed)
+    for i in range(1, n + 1):
+        row = [
+            str(i),
+            f"{rng.choice(_LAST)}, {rng.choice(_FIRST)}",
+            rng.choice(_CITIES),
+            str(rng.randint(1, 20)),
+            f"{rng.uniform(0.5, 300):.2f}",
+            rng.choice(_NOTES),
+        ]
+        if bad_every and i % bad_every == 0:
+            row = _spoil(row, i // bad_every)
+        yield row
+
+
+def _spoil(row: list[str], k: int) -> list[str]:
+    """Make a row wrong in one of three realistic ways."""
+    if k % 3 == 0:
+        return row[:-1]  # a missing field
+    if k % 3 == 1:
+        return row[:3] + [row[3] + ".x"] + row[4:]  # a quantity that is not a number
+    return row[:4] + [""] + row[5:]  # an empty price
+
+
+def write_orders_csv(path: str | os.PathLike, n: int, *, seed: int = 0, bad_every: int = 0) -> Path:
+    """Write a header and ``n`` order rows to ``path`` and return the path."""
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(ORDER_FIELDS)
+        writer.writerows(order_rows(n, seed=seed, bad_every=bad_every))
+    return path
+
+
+def orders_csv(n: int, *, seed: int = 0, bad_every: int = 0) -> Path:
+    """The path of an orders CSV with these parameters in :func:`data_dir`, written if missing."""
+    path = data_dir() / f"orders_{n}_s{seed}_bad{bad_every}.csv"
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}.tmp")  # never leave a half-written file
+        write_orders_csv(partial, n, seed=seed, bad_every=bad_every)
+        partial.replace(path)
+    return path
+
+
+def make_array(rows: int, cols: int = 10, *, seed: int = 0) -> np.ndarray:
+    """A ``rows × cols`` float64 array of standard-normal numbers, the same for the same seed."""
+    return np.random.default_rng(seed).standard_normal((rows, cols))
+
+
+def generate(kind: str | None = None) -> list[Path]:
+    """Write the data files the notebooks use for ``kind`` (default: ``MPDEMO_SIZE``)."""
+    rows = {"small": 20_000, "full": 1_000_000}[kind or size()]
+    return [orders_csv(rows), orders_csv(rows, bad_every=997)]

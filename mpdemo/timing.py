@@ -1,0 +1,148 @@
+"""Measuring: how long something takes, how much faster it got, and what each worker did when.
+
+Three tools, used by every lesson:
+
+* :func:`measure` runs a callable a few times after a warm-up and keeps every time. Report the
+  **minimum**: noise (other programs, the garbage collector, a cold cache) only ever adds time,
+  so the fastest run is the best estimate of the work itself. The median shows the spread.
+* :func:`speedup_table` puts several measurements side by side as ratios to a baseline. Ratios
+  measured in one run are comparable; absolute seconds on a busy laptop are not.
+* :class:`Timeline` collects one :class:`TaskRecord` per task: which worker ran it, when it
+  started and ended, and how many items it held. Plotted (``mpdemo.plots.timeline``), it shows
+  idle workers, load imbalance and per-task overhead at a glance.
+
+Timeline timestamps come from ``time.time()``, the wall clock, because it is the one clock
+whose readings agree between processes. (``perf_counter`` is finer but its zero point is
+undefined and may differ between processes.)
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The times of repeated runs of one thing, in seconds."""
+
+    label: str
+    times: tuple[float, ...]
+
+    @property
+    def best(self) -> float:
+        return min(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+
+def measure(func: Callable[..., Any], *args: Any, repeats: int = 3, warmup: int = 1,
+            label: str | None = None) -> Measurement:
+    """Call ``func(*args)`` ``warmup`` times untimed, then ``repeats`` times timed.
+
+    The warm-up pays one-off costs (imports, caches, starting a pool) so they do not pollute
+    the comparison; leave it at 0 when the one-off cost is what you want to see.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    for _ in range(warmup):
+        func(*args)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        func(*args)
+        times.append(time.perf_counter() - start)
+    return Measurement(label or getattr(func, "__name__", "run"), tuple(times))
+
+
+def speedup_table(measurements: Iterable[Measurement], baseline: str | None = None) -> str:
+    """A text table of best and median times and each one's speedup over ``baseline``.
+
+    ``baseline`` is a label; by default the first measurement. Speedup = baseline's best time
+    divided by this one's best time, so 2.0× means twice as fast and 0.5× twice as slow.
+    """
+    rows = list(measurements)
+    base = next(m for m in rows if m.label == baseline) if baseline else rows[0]
+    width = max(len(m.label) for m in rows)
+    lines = [f"{'':<{width}}  {'best (s)':>9}  {'median (s)':>10}  {'speedup vs ' + base.label:>12}"]
+    for m in rows:
+        lines.append(f"{m.label:<{width}}  {m.best:>9.4f}  {m.median:>10.4f}  {base.best / m.best:>11.2f}×")
+    return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What one task did: the worker that ran it, its wall-clock start and end, its item count."""
+
+    pid: int
+    start: float
+    end: float
+    items: int
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+@dataclass
+class Timeline:
+    """Task records from one parallel run, with the moment the run began.
+
+    Pass one to ``chunked_map(..., timeline=Timeline())`` and it fills in as tasks finish.
+    """
+
+    records: list[TaskRecord] = field(default_factory=list)
+    began: float = field(default_factory=time.time)
+
+    def append(self, record: TaskRecord) -> None:
+        self.records.append(record)
+
+    def workers(self) -> list[int]:
+        """The worker pids, in the order they first started a task."""
+        return list(dict.fromkeys(r.pid for r in sorted(self.records, key=lambda r: r.start)))
+
+    def span(self) -> float:
+        """Seconds from the start of the run to the end of its last task."""
+        return max((r.end for r in self.records), default=self.began) - self.began
+
+    def busy(self) -> dict[int, float]:
+        """Seconds each worker spent inside tasks."""
+        totals = {pid: 0.0 for pid in self.workers()}
+        for r in self.records:
+            totals[r.pid] += r.seconds
+        return totals
+
+    def utilisation(self) -> float:
+        """Busy time of all workers over (workers × span): 1.0 means nobody ever waited."""
+        busy = self.busy()
+        span = self.span()
+        return sum(busy.values()) / (len(busy) * span) if busy and span > 0 else 0.0
+
+    def summary(self) -> str:
+        """One line: tasks, workers, span and utilisation."""
+        return (f"{len(self.records)} tasks on {len(self.workers())} workers in {self.span():.3f} s; "
+                f"workers were busy {self.utilisation():.0%} of the time")
+
+
+def amdahl_speedup(processes: float, serial_fraction: float) -> float:
+    """Amdahl's law: the speedup on ``processes`` cores when ``serial_fraction`` cannot be split."""
+    return 1.0 / (serial_fraction + (1.0 - serial_fraction) / processes)
+
+
+def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
+    """The serial fraction whose Amdahl curve best fits measured speedups (least squares).
+
+    Amdahl's law rearranges to ``1/S - 1/p = s · (1 - 1/p)``, a line through the origin in
+    ``s``, so the fit is one division. The result is clipped to [0, 1].
+    """
+    xs = [1 - 1 / p for p in processes]
+    ys = [1 / s - 1 / p for p, s in zip(processes, speedups)]
+    denominator = sum(x * x for x in xs)
+    if denominator == 0:
+        return 0.0
+    return min(1.0, max(0.0, sum(x * y for x, y in zip(xs, ys)) / denominator))

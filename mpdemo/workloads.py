@@ -1,0 +1,109 @@
+"""Row functions for the lessons, defined here so that worker processes can import them.
+
+A worker started with ``spawn`` is a fresh interpreter. It receives the *name* of the function
+to run (``mpdemo.workloads.cpu_bound``), imports that module and looks the name up. A function
+typed into a notebook lives in the notebook's ``__main__``, which a spawned worker cannot
+import, so worker functions live in a module like this one.
+
+The kinds of work:
+
+* :func:`cpu_bound` — pure-Python arithmetic that holds the GIL the whole time. Its cost is a
+  number of loop iterations; :func:`loops_for` converts microseconds to iterations on this
+  machine.
+* :func:`numpy_heavy` — a NumPy kernel on a block of numbers. NumPy releases the GIL inside
+  its loops, so threads can run these in parallel.
+* :func:`io_bound` — sleeps, standing in for a network or disk wait (also GIL-free).
+* :func:`sum_of_squares` — one row of a 2-D array to one number (anti-pattern 1).
+* :func:`order_total` — one CSV row (``list[str]``) to a number, with errors a learner can read.
+* :func:`fail_on` and :func:`crash_on` — row functions that fail on purpose, for lessons and
+  tests about errors and dead workers.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import time
+
+import numpy as np
+
+
+def cpu_bound(x: int, loops: int = 1_000) -> int:
+    """Pure-Python busy work on one row: ``loops`` iterations of integer arithmetic.
+
+    The result depends on ``x``, so a parallel run can be checked against a serial one.
+    """
+    total = x
+    for i in range(loops):
+        total = (total * 31 + i) % 1_000_003
+    return total
+
+
+@functools.cache
+def loops_for(cost_us: float) -> int:
+    """How many :func:`cpu_bound` loops take about ``cost_us`` microseconds in this process.
+
+    Measured once per process (the fastest of five 20 ms runs) and remembered. Measure in the
+    parent and pass the loop count to workers, e.g. with ``functools.partial``, so every worker
+    does the same amount of work.
+    """
+    probe = 20_000
+    best = min(_time_loops(probe) for _ in range(5))
+    return max(1, round(cost_us * 1e-6 * probe / best))
+
+
+def _time_loops(loops: int) -> float:
+    start = time.perf_counter()
+    cpu_bound(0, loops)
+    return time.perf_counter() - start
+
+
+def numpy_heavy(block: np.ndarray) -> float:
+    """A NumPy kernel over a block of numbers; the GIL is released inside each ufunc loop."""
+    return float(np.sqrt(np.abs(np.sin(block) * np.cos(block)) + 1.0).sum())
+
+
+def io_bound(x: int, seconds: float = 0.01) -> int:
+    """Wait ``seconds`` as a network or disk request would, then return ``x``."""
+    time.sleep(seconds)
+    return x
+
+
+def sum_of_squares(row: np.ndarray) -> float:
+    """The sum of the squares of one row: tiny work per call."""
+    return float(np.sum(row * row))
+
+
+ORDER_FIELDS = ("order_id", "customer", "city", "quantity", "unit_price", "note")
+
+
+def order_total(row: list[str]) -> float:
+    """quantity × unit_price of one orders CSV row, as ``csv.reader`` yields it.
+
+    Raises ValueError saying which field is wrong, so the caller can add the line number.
+    """
+    if len(row) != len(ORDER_FIELDS):
+        raise ValueError(f"expected {len(ORDER_FIELDS)} fields, got {len(row)}")
+    quantity, unit_price = row[3], row[4]
+    try:
+        return int(quantity) * float(unit_price)
+    except ValueError:
+        raise ValueError(f"quantity {quantity!r} or unit_price {unit_price!r} is not a number") from None
+
+
+def fail_on(x: int, bad: int = 13) -> int:
+    """Return ``x``, but raise ValueError when ``x == bad``: a row function with one bad row."""
+    if x == bad:
+        raise ValueError(f"cannot process {x}")
+    return x
+
+
+def crash_on(x: int, bad: int = 13) -> int:
+    """Return ``x``, but kill this worker process with SIGKILL at ``x == bad``.
+
+    This is what the out-of-memory killer does: no exception, no cleanup, the process is gone.
+    """
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
+    return x

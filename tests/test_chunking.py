@@ -1,0 +1,193 @@
+"""mpdemo.chunking: chunked_map's results, errors, dead workers, laziness and chunk sizes."""
+
+import functools
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from mpdemo import WorkerDied, WorkerError, chunked_map, default_chunksize, suggest_chunksize, workloads
+from mpdemo.chunking import item_cost, sweep
+from mpdemo.context import get_context, start_workers
+from mpdemo.timing import Timeline
+
+square = functools.partial(workloads.cpu_bound, loops=3)
+
+
+class Unpicklable(Exception):
+    """An exception that cannot travel between processes (it holds a lock)."""
+
+    def __init__(self, message):
+        super().__init__(message)
+        self.lock = __import__("threading").Lock()
+
+
+def cursed_six(x):
+    if x == 6:
+        raise Unpicklable(f"row {x} is cursed")
+    return x
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """One warm process pool for the tests that do not need their own (started before them,
+    so the leftover check does not count its workers)."""
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
+        start_workers(executor, 2)
+        yield executor
+
+
+@pytest.mark.parametrize("items", [
+    list(range(1_000)), range(1_000), tuple(range(1_000)), (x for x in range(1_000)), iter(range(1_000)),
+], ids=["list", "range", "tuple", "generator", "iterator"])
+def test_results_equal_a_serial_loop_in_input_order(items, pool):
+    assert chunked_map(square, items, processes=2, chunksize=7, executor=pool) == [square(x) for x in range(1_000)]
+
+
+def test_numpy_2d_array_gives_rows():
+    a = np.arange(300.0).reshape(100, 3)
+    assert chunked_map(workloads.sum_of_squares, a, processes=2) == [workloads.sum_of_squares(row) for row in a]
+
+
+@pytest.mark.parametrize("chunksize", [1, 3, 100, 999, 1_000, 5_000, "auto"])
+def test_any_chunksize_gives_the_same_results(chunksize, pool):
+    assert chunked_map(square, range(1_000), processes=2, chunksize=chunksize, executor=pool) == \
+        [square(x) for x in range(1_000)]
+
+
+def test_unordered_gives_every_result_once(pool):
+    results = chunked_map(workloads.io_bound, range(40), processes=2, chunksize=3, ordered=False, executor=pool)
+    assert sorted(results) == list(range(40))
+
+
+def test_more_processes_than_items():
+    assert chunked_map(square, [5, 6], processes=8) == [square(5), square(6)]
+
+
+@pytest.mark.parametrize("items", [[], range(0), (x for x in [])], ids=["list", "range", "generator"])
+def test_empty_input_gives_an_empty_list(items):
+    assert chunked_map(square, items, processes=2) == []
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"processes": 0}, "processes must be a whole number of at least 1, got 0"),
+    ({"chunksize": 0}, "chunksize must be a whole number of at least 1, got 0"),
+    ({"chunksize": "big"}, "chunksize must be a whole number of at least 1, got 'big'"),
+    ({"chunksize": 2.5}, "chunksize must be a whole number of at least 1, got 2.5"),
+])
+def test_bad_settings_raise_value_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        chunked_map(square, range(10), **kwargs)
+
+
+def test_a_failing_item_is_named_and_the_original_error_chained(pool):
+    with pytest.raises(WorkerError, match="item 13 raised ValueError: cannot process 13") as caught:
+        chunked_map(workloads.fail_on, range(100), processes=2, chunksize=7, executor=pool)
+    assert caught.value.index == 13
+    original = caught.value.__cause__
+    assert isinstance(original, ValueError) and str(original) == "cannot process 13"
+    assert "in fail_on" in str(original.__cause__)  # the worker's traceback, as text
+
+
+def test_a_failing_item_in_a_thread_pool_is_named_too():
+    with ThreadPoolExecutor(2) as threads, pytest.raises(WorkerError, match="item 13") as caught:
+        chunked_map(workloads.fail_on, range(20), processes=2, chunksize=4, executor=threads)
+    assert isinstance(caught.value.__cause__, ValueError)
+
+
+def test_an_unpicklable_exception_still_names_its_item(pool):
+    with pytest.raises(WorkerError, match=r"item 2 raised RuntimeError: Unpicklable: row 6 is cursed"):
+        chunked_map(cursed_six, range(4, 10), processes=2, chunksize=2, executor=pool)
+
+
+def test_the_pool_survives_a_failing_item(pool):
+    with pytest.raises(WorkerError):
+        chunked_map(workloads.fail_on, range(50), processes=2, chunksize=5, executor=pool)
+    assert chunked_map(square, range(50), processes=2, executor=pool) == [square(x) for x in range(50)]
+
+
+def test_a_killed_worker_raises_within_seconds_instead_of_hanging():
+    start = time.monotonic()
+    with pytest.raises(WorkerDied, match="a worker process died unexpectedly"):
+        chunked_map(workloads.crash_on, range(200), processes=2, chunksize=5)
+    assert time.monotonic() - start < 10
+
+
+def test_generators_are_read_lazily(pool):
+    """A failure at the first item stops the reading: only a few windows of chunks were pulled."""
+    pulled = []
+
+    def rows():
+        for x in range(100_000):
+            pulled.append(x)
+            yield x
+
+    with pytest.raises(WorkerError):
+        chunked_map(functools.partial(workloads.fail_on, bad=0), rows(), processes=2, chunksize=10, executor=pool)
+    assert len(pulled) < 1_000  # not 100,000: the window is 4 chunks per process
+
+
+def test_a_passed_executor_is_left_running(pool):
+    with ThreadPoolExecutor(2) as threads:
+        assert chunked_map(square, range(30), executor=threads) == [square(x) for x in range(30)]
+        assert threads.submit(square, 3).result() == square(3)
+
+
+def test_timeline_gets_one_record_per_chunk(pool):
+    tl = Timeline()
+    chunked_map(square, range(1_000), processes=2, chunksize=64, executor=pool, timeline=tl)
+    assert len(tl.records) == 16
+    assert sorted(r.items for r in tl.records) == [40] + [64] * 15
+    assert 1 <= len(tl.workers()) <= 2
+
+
+def test_progress_bar_counts_every_item(capsys):
+    chunked_map(square, range(500), processes=2, chunksize=50, progress=True)
+    err = capsys.readouterr().err
+    assert "500/500" in err and "100%" in err
+
+
+@pytest.mark.parametrize("n, processes, expected", [
+    (100, 4, 7), (16, 4, 1), (17, 4, 2), (0, 4, 1), (3, 8, 1), (200_000, 2, 25_000),
+])
+def test_default_chunksize_is_pool_maps_rule(n, processes, expected):
+    assert default_chunksize(n, processes) == expected
+
+
+def test_default_chunksize_refuses_zero_processes():
+    with pytest.raises(ValueError, match="processes must be"):
+        default_chunksize(10, 0)
+
+
+def test_suggest_chunksize_grows_as_items_get_lighter(pool):
+    light = suggest_chunksize(functools.partial(workloads.cpu_bound, loops=1), range(200_000), 2, executor=pool)
+    heavy = suggest_chunksize(functools.partial(workloads.cpu_bound, loops=workloads.loops_for(2_000)),
+                              range(200_000), 2, executor=pool)
+    assert 1 <= heavy < light <= default_chunksize(200_000, 2)
+
+
+def test_suggest_chunksize_needs_a_sequence():
+    with pytest.raises(ValueError, match="needs a non-empty list, range or array"):
+        item_cost(square, (x for x in range(10)))
+
+
+def test_sweep_times_each_chunksize(pool):
+    results = sweep(square, range(2_000), [1, 50, 500], processes=2, repeats=2, executor=pool)
+    assert list(results) == [1, 50, 500]
+    assert all(len(m.times) == 2 and m.best > 0 for m in results.values())
+    assert results[1].label == "chunksize 1"
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # dask closes its sockets after the test ends
+def test_runs_unchanged_on_a_dask_cluster():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        tl = Timeline()
+        results = chunked_map(square, range(500), processes=2, chunksize=50,
+                              executor=client.get_executor(), timeline=tl)
+        assert results == [square(x) for x in range(500)]
+        assert len(tl.records) == 10
+        with pytest.raises(WorkerError, match="item 13"):
+            chunked_map(workloads.fail_on, range(30), processes=2, chunksize=4, executor=client.get_executor())

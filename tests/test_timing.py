@@ -1,0 +1,67 @@
+"""mpdemo.timing: measurements, speedup tables, timelines and Amdahl's law."""
+
+import os
+import time
+
+import pytest
+
+from mpdemo import chunked_map, workloads
+from mpdemo.timing import (Measurement, TaskRecord, Timeline, amdahl_speedup, fit_serial_fraction,
+                           measure, speedup_table)
+
+
+def test_measure_warms_up_then_times_each_repeat():
+    calls = []
+    m = measure(calls.append, "x", repeats=4, warmup=2, label="append")
+    assert len(calls) == 6
+    assert m.label == "append" and len(m.times) == 4
+    assert m.best == min(m.times) <= m.median
+
+
+def test_measure_needs_a_repeat():
+    with pytest.raises(ValueError, match="repeats must be at least 1"):
+        measure(print, repeats=0)
+
+
+def test_speedup_table_divides_the_baseline_by_each_time():
+    table = speedup_table([Measurement("serial", (2.0, 2.2)), Measurement("processes", (1.0, 1.5)),
+                           Measurement("threads", (4.0,))])
+    lines = table.splitlines()
+    assert "speedup vs serial" in lines[0]
+    assert lines[1].startswith("serial") and lines[1].endswith("1.00×")
+    assert lines[2].endswith("2.00×") and lines[3].endswith("0.50×")
+    assert speedup_table([Measurement("a", (1.0,)), Measurement("b", (4.0,))], baseline="b").splitlines()[1].endswith("4.00×")
+
+
+def test_timeline_summarises_busy_time_and_utilisation():
+    tl = Timeline(began=100.0)
+    tl.append(TaskRecord(pid=7, start=100.0, end=102.0, items=10))
+    tl.append(TaskRecord(pid=8, start=101.0, end=102.0, items=5))
+    tl.append(TaskRecord(pid=7, start=102.0, end=104.0, items=10))
+    assert tl.workers() == [7, 8]
+    assert tl.span() == 4.0
+    assert tl.busy() == {7: 4.0, 8: 1.0}
+    assert tl.utilisation() == pytest.approx(5 / 8)
+    assert tl.summary() == "3 tasks on 2 workers in 4.000 s; workers were busy 62% of the time"
+    assert Timeline().utilisation() == 0.0
+
+
+def test_timeline_timestamps_agree_across_processes():
+    tl = Timeline()
+    chunked_map(workloads.io_bound, range(8), processes=2, chunksize=1, timeline=tl)
+    after = time.time()
+    assert len(tl.records) == 8 and sum(r.items for r in tl.records) == 8
+    assert os.getpid() not in tl.workers()
+    for r in tl.records:
+        assert tl.began <= r.start <= r.end <= after
+        assert r.seconds >= 0.009  # io_bound sleeps 10 ms per item
+
+
+def test_amdahl_and_its_fit_agree():
+    assert amdahl_speedup(1, 0.3) == pytest.approx(1.0)
+    assert amdahl_speedup(4, 0.0) == pytest.approx(4.0)
+    assert amdahl_speedup(1_000_000, 0.1) == pytest.approx(10.0, rel=1e-3)
+    processes = [1, 2, 4, 8]
+    assert fit_serial_fraction(processes, [amdahl_speedup(p, 0.2) for p in processes]) == pytest.approx(0.2)
+    assert fit_serial_fraction([1], [1.0]) == 0.0
+    assert fit_serial_fraction([2, 4], [0.5, 0.5]) == 1.0  # slower than serial: clipped
