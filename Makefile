@@ -1,0 +1,27 @@
+# The README's two commands. Both create .venv on first use and reuse it afterwards;
+# the environment is reinstalled only when pyproject.toml changes.
+#   make lab    open the course in JupyterLab
+#   make test   unit tests + every notebook (nbval) + the browser test, under spawn, then fork
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# JupyterLab refuses to run as root without this flag (CI and containers run as root).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
+# nbval: compare only cells marked "# NBVAL_CHECK_OUTPUT", fail any cell running over 120 s.
+NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
+
+.PHONY: lab test
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab $(ALLOW_ROOT) notebooks/00_start_here.ipynb
+
+test: $(VENV)/.installed
+	MPDEMO_SIZE=small MPDEMO_START_METHOD=spawn $(BIN)/python -m pytest $(NBVAL) tests notebooks
+	MPDEMO_SIZE=small MPDEMO_START_METHOD=fork $(BIN)/python -m pytest $(NBVAL) -m "not browser" tests notebooks

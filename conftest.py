@@ -1,0 +1,97 @@
+"""Checks that apply to every test and notebook: nothing may be left behind.
+
+* After each test: no new block in /dev/shm, no child process still alive (5 s grace).
+* After the whole session (which includes the notebooks, whose cells are not test
+  functions): the same, so a notebook that leaks a shared-memory block fails the run.
+* A notebook cell that ran into nbval's cell timeout fails even if it caught the
+  KeyboardInterrupt nbval sends (nbval alone would count such a cell as passed).
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+SHM = Path("/dev/shm")
+#: Long-lived helpers that multiprocessing starts once per process, not leaks.
+INFRASTRUCTURE = ("resource_tracker", "forkserver", "semaphore_tracker")
+
+
+def shm_blocks() -> set[str]:
+    """Shared-memory blocks in /dev/shm.
+
+    Not counted: Chromium's own files (the browser test runs Chromium) and semaphores
+    (``sem.*``), which every running pool owns, in this process or any other, and which
+    multiprocessing's resource tracker removes when their owner exits.
+    """
+    if not SHM.is_dir():  # macOS and Windows keep shared memory elsewhere
+        return set()
+    return {p.name for p in SHM.iterdir() if not p.name.startswith((".org.chromium", "sem."))}
+
+
+def live_children(grace: float = 5.0, known: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """Child processes not in ``known`` still running after up to ``grace`` seconds.
+
+    multiprocessing's own long-lived helpers (resource tracker, fork server) do not count.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        children = []
+        for child in psutil.Process().children(recursive=True):
+            try:
+                if child.pid not in known and child.status() != psutil.STATUS_ZOMBIE and not any(
+                        name in " ".join(child.cmdline()) for name in INFRASTRUCTURE):
+                    children.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        if not children or time.monotonic() > deadline:
+            return children
+        time.sleep(0.1)
+
+
+def leftovers(shm_before: set[str], children_before: frozenset[int]) -> list[str]:
+    """What a test left behind, as readable lines; kills leftover processes so others can run."""
+    gc.collect()  # multiprocessing unlinks a queue's semaphores when the queue is collected
+    problems = [f"shared-memory block left in /dev/shm: {name}" for name in sorted(shm_blocks() - shm_before)]
+    for child in live_children(known=children_before):
+        problems.append(f"child process still running: pid {child.pid} {' '.join(child.cmdline())[:120]}")
+        child.kill()
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    """Fail a test that leaves a block in /dev/shm or a new child process running."""
+    shm_before, children_before = shm_blocks(), frozenset(c.pid for c in live_children(grace=0))
+    yield
+    problems = leftovers(shm_before, children_before)
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    report = outcome.get_result()
+    if call.when == "call" and report.passed and getattr(item.parent, "timed_out", False):
+        report.outcome = "failed"
+        report.longrepr = ("this notebook ran into the nbval cell timeout, yet the cell passed: "
+                           "it must have caught the KeyboardInterrupt nbval sends")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[shm_key] = shm_blocks()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    problems = leftovers(session.config.stash[shm_key], children_before=frozenset())
+    if problems:
+        print("\n".join(["", "left behind by this run:", *problems]))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+shm_key = pytest.StashKey[set]()
