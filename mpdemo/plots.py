@@ -1,0 +1,94 @@
+"""Figures for the lessons: timing bars, speedup curves, chunksize sweeps and worker timelines.
+
+Each function returns a matplotlib ``Figure`` (shown when it is a cell's last value) and takes
+an optional ``ax`` to draw into an existing one instead. The figures are built without pyplot,
+so nothing accumulates in pyplot's global state when a widget redraws them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from mpdemo.timing import Measurement, Timeline, amdahl_speedup, fit_serial_fraction
+
+
+def _axes(ax: Axes | None, size: tuple[float, float] = (6.4, 3.2)) -> Axes:
+    """The given axes, or the axes of a new figure."""
+    return ax if ax is not None else Figure(figsize=size, layout="constrained").subplots()
+
+
+def bars(measurements: Sequence[Measurement], *, title: str = "", ax: Axes | None = None) -> Figure:
+    """Horizontal bars of each measurement's best time, labelled with its speedup over the first."""
+    ax = _axes(ax, (6.4, 0.5 + 0.45 * len(measurements)))
+    labels = [m.label for m in measurements]
+    best = [m.best for m in measurements]
+    ax.barh(labels, best, color="tab:blue")
+    ax.invert_yaxis()  # first measurement on top
+    for y, seconds in enumerate(best):
+        ax.annotate(f" {best[0] / seconds:.2f}×", (seconds, y), va="center")
+    ax.set_xlabel("best time (s); labels: speedup over the first bar")
+    ax.set_xlim(0, max(best) * 1.2)
+    ax.set_title(title)
+    return ax.figure
+
+
+def speedup_curve(processes: Sequence[int], speedups: Sequence[float], *, title: str = "",
+                  ax: Axes | None = None) -> Figure:
+    """Measured speedup against process count, the ideal line, and the best-fitting Amdahl curve."""
+    ax = _axes(ax)
+    serial_fraction = fit_serial_fraction(list(processes), list(speedups))
+    ps = list(range(1, max(processes) + 1))
+    ax.plot(ps, ps, "--", color="grey", label="ideal (speedup = processes)")
+    ax.plot(ps, [amdahl_speedup(p, serial_fraction) for p in ps], color="tab:orange",
+            label=f"Amdahl, serial fraction {serial_fraction:.1%}")
+    ax.plot(processes, speedups, "o", color="tab:blue", label="measured")
+    ax.set_xlabel("processes")
+    ax.set_ylabel("speedup over serial")
+    ax.set_xticks(ps)
+    ax.legend()
+    ax.set_title(title)
+    return ax.figure
+
+
+def sweep(results: dict[int, Measurement], *, title: str = "", ax: Axes | None = None) -> Figure:
+    """Best time per chunk size on a log axis, with the fastest point marked."""
+    ax = _axes(ax)
+    sizes = sorted(results)
+    best = [results[c].best for c in sizes]
+    ax.plot(sizes, best, "o-", color="tab:blue")
+    fastest = min(sizes, key=lambda c: results[c].best)
+    ax.plot([fastest], [results[fastest].best], "*", markersize=14, color="tab:red",
+            label=f"fastest: chunksize {fastest:,}")
+    ax.set_xscale("log")
+    ax.set_xlabel("chunksize (items per task)")
+    ax.set_ylabel("best time (s)")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    ax.set_title(title)
+    return ax.figure
+
+
+def timeline(tl: Timeline, *, title: str = "", ax: Axes | None = None) -> Figure:
+    """A Gantt chart: one row per worker, one bar per task, time measured from the run's start."""
+    ax = _axes(ax, (6.4, 0.9 + 0.5 * max(1, len(tl.workers()))))
+    rows = {pid: row for row, pid in enumerate(tl.workers())}
+    for i, r in enumerate(tl.records):
+        ax.barh(rows[r.pid], r.seconds, left=r.start - tl.began, height=0.6,
+                color=("tab:blue", "tab:cyan")[i % 2], edgecolor="white", linewidth=0.5)
+    ax.set_yticks(list(rows.values()), [f"pid {pid}" for pid in rows])
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(tl.span(), 1e-3) * 1.02)
+    ax.set_xlabel("seconds since the run began (white gaps: between tasks)")
+    ax.set_title(title or tl.summary(), fontsize=9)
+    return ax.figure
+
+
+def png(figure: Figure, dpi: int = 80) -> bytes:
+    """The figure as PNG bytes, e.g. for an ``ipywidgets.Image``."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
