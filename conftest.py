@@ -21,16 +21,17 @@ SHM = Path("/dev/shm")
 INFRASTRUCTURE = ("resource_tracker", "forkserver", "semaphore_tracker")
 
 
-def shm_blocks() -> set[str]:
-    """Shared-memory blocks in /dev/shm.
+def shm_blocks(semaphores: bool = False) -> set[str]:
+    """Names in /dev/shm, minus Chromium's own files (the browser test runs Chromium).
 
-    Not counted: Chromium's own files (the browser test runs Chromium) and semaphores
-    (``sem.*``), which every running pool owns, in this process or any other, and which
-    multiprocessing's resource tracker removes when their owner exits.
+    Semaphores (``sem.*``) count only when asked: a live pool owns some (a test may share a
+    pool with the next one), but none may outlive the session. The check sees the whole
+    machine, so run the suite alone.
     """
     if not SHM.is_dir():  # macOS and Windows keep shared memory elsewhere
         return set()
-    return {p.name for p in SHM.iterdir() if not p.name.startswith((".org.chromium", "sem."))}
+    skip = (".org.chromium",) if semaphores else (".org.chromium", "sem.")
+    return {p.name for p in SHM.iterdir() if not p.name.startswith(skip)}
 
 
 def live_children(grace: float = 5.0, known: frozenset[int] = frozenset()) -> list[psutil.Process]:
@@ -53,10 +54,10 @@ def live_children(grace: float = 5.0, known: frozenset[int] = frozenset()) -> li
         time.sleep(0.1)
 
 
-def leftovers(shm_before: set[str], children_before: frozenset[int]) -> list[str]:
+def leftovers(shm_before: set[str], children_before: frozenset[int], semaphores: bool = False) -> list[str]:
     """What a test left behind, as readable lines; kills leftover processes so others can run."""
-    gc.collect()  # multiprocessing unlinks a queue's semaphores when the queue is collected
-    problems = [f"shared-memory block left in /dev/shm: {name}" for name in sorted(shm_blocks() - shm_before)]
+    gc.collect()  # a multiprocessing.Pool's semaphores go only when the garbage collector frees it
+    problems = [f"left in /dev/shm: {name}" for name in sorted(shm_blocks(semaphores) - shm_before)]
     for child in live_children(known=children_before):
         problems.append(f"child process still running: pid {child.pid} {' '.join(child.cmdline())[:120]}")
         child.kill()
@@ -84,11 +85,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[shm_key] = shm_blocks()
+    session.config.stash[shm_key] = shm_blocks(semaphores=True)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    problems = leftovers(session.config.stash[shm_key], children_before=frozenset())
+    problems = leftovers(session.config.stash[shm_key], children_before=frozenset(), semaphores=True)
     if problems:
         print("\n".join(["", "left behind by this run:", *problems]))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -28,8 +28,8 @@ so a chunk of an array travels as one compact array and the worker iterates over
 
 from __future__ import annotations
 
-import functools
 import itertools
+import math
 import os
 import pickle
 import time
@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from mpdemo.context import cpu_count, get_context, start_workers
-from mpdemo.timing import Measurement, TaskRecord, Timeline, measure
+from mpdemo.timing import Measurement, TaskRecord, Timeline
 
 #: Chunk size for inputs without a length (generators), where Pool.map's rule cannot apply.
 UNSIZED_CHUNKSIZE = 256
@@ -121,7 +121,8 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
     ordered: results in input order (default), or chunk by chunk as they finish.
     executor: any ``concurrent.futures.Executor``; None starts a process pool for this call.
     progress: show a tqdm progress bar (a widget in Jupyter, text in a terminal).
-    timeline: a :class:`mpdemo.timing.Timeline` that receives one record per task.
+    timeline: a :class:`mpdemo.timing.Timeline` that receives one record per task; its ``began``
+        is set to the moment this call starts (pool start-up included). Use a new one per call.
 
     The first failure to arrive raises :class:`WorkerError` naming its item's index (with several
     bad items, not necessarily the lowest index); a worker that dies raises
@@ -135,6 +136,8 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
     _require_positive(chunksize=chunksize)
     from tqdm.auto import tqdm  # imported here: workers import this module and never need it
 
+    if timeline is not None:
+        timeline.began = time.time()
     own_executor = executor is None
     if own_executor:
         executor = ProcessPoolExecutor(max_workers=processes, mp_context=get_context())
@@ -209,30 +212,43 @@ def _require_positive(**values: Any) -> None:
             raise ValueError(f"{name} must be a whole number of at least 1, got {value!r}")
 
 
-def item_cost(func: Callable[[Any], Any], items: Sequence, *, budget: float = 0.2) -> float:
-    """Seconds per item, from running ``func`` here on items spread over the input.
+def item_cost(func: Callable[[Any], Any], items: Sequence, *, passes: int = 5, budget: float = 0.2) -> float:
+    """Seconds per item, from running ``func`` here on up to 64 items spread over the input.
 
-    Up to 64 items, evenly spaced so uneven rows are represented, within ``budget`` seconds.
+    The items are evenly spaced so that uneven rows are represented. The sample runs up to
+    ``passes`` times within ``budget`` seconds and the fastest pass counts: one preemption by
+    another program would otherwise inflate a sample of microsecond rows many times over.
     """
     if not isinstance(items, (Sequence, np.ndarray)) or len(items) == 0:
         raise ValueError("item_cost needs a non-empty list, range or array to sample from")
-    positions = np.linspace(0, len(items) - 1, num=min(64, len(items))).astype(int)
-    start = time.perf_counter()
-    done = 0
-    for position in positions:
-        func(items[position])
-        done += 1
-        if time.perf_counter() - start > budget:
+    sample = [items[i] for i in np.linspace(0, len(items) - 1, num=min(64, len(items))).astype(int)]
+    deadline = time.perf_counter() + budget
+    best = math.inf
+    for _ in range(passes):
+        start, done = time.perf_counter(), 0
+        for item in sample:
+            func(item)
+            done += 1
+            if time.perf_counter() > deadline:
+                break
+        best = min(best, (time.perf_counter() - start) / done)
+        if time.perf_counter() > deadline:
             break
-    return (time.perf_counter() - start) / done
+    return best
 
 
-def task_overhead(executor: Executor, processes: int, *, tasks: int = 200) -> float:
-    """Seconds each task costs beyond its work: ``tasks`` empty chunks through a warm pool."""
+def task_overhead(executor: Executor, processes: int, *, tasks: int = 100, passes: int = 3) -> float:
+    """Seconds each task costs beyond its work: empty one-item chunks through a warm pool.
+
+    ``passes`` rounds of ``tasks`` tasks; the fastest round counts.
+    """
     start_workers(executor, processes)
-    start = time.perf_counter()
-    list(_completed(executor, _identity, ((i, [i]) for i in range(tasks)), processes))
-    return (time.perf_counter() - start) / tasks
+    best = math.inf
+    for _ in range(passes):
+        start = time.perf_counter()
+        list(_completed(executor, _identity, ((i, [i]) for i in range(tasks)), processes))
+        best = min(best, (time.perf_counter() - start) / tasks)
+    return best
 
 
 def _identity(x: Any) -> Any:
@@ -265,15 +281,19 @@ def sweep(func: Callable[[Any], Any], items: Sequence, chunksizes: Iterable[int]
     """Time ``chunked_map`` at each chunk size on one warm pool; keep every repeat.
 
     The pool is started (and every worker warmed) before the first measurement, so the times
-    compare chunking alone. Read ``.best`` of each measurement: the minimum avoids jitter.
+    compare chunking alone. Each round times every size once, so a burst of load from another
+    program slows one repeat of several sizes rather than every repeat of one size. Read
+    ``.best`` of each measurement: the minimum avoids jitter.
     """
     processes = cpu_count() if processes is None else processes
     if executor is None:
         with ProcessPoolExecutor(max_workers=processes, mp_context=get_context()) as pool:
             return sweep(func, items, chunksizes, processes=processes, repeats=repeats, executor=pool)
     start_workers(executor, processes)
-    results = {}
-    for c in chunksizes:
-        run = functools.partial(chunked_map, func, items, processes=processes, chunksize=c, executor=executor)
-        results[c] = measure(run, repeats=repeats, warmup=0, label=f"chunksize {c}")
-    return results
+    times: dict[int, list[float]] = {c: [] for c in chunksizes}
+    for _ in range(repeats):
+        for c in times:
+            start = time.perf_counter()
+            chunked_map(func, items, processes=processes, chunksize=c, executor=executor)
+            times[c].append(time.perf_counter() - start)
+    return {c: Measurement(f"chunksize {c}", tuple(t)) for c, t in times.items()}

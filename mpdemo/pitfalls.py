@@ -114,7 +114,13 @@ class Outcome:
 
 
 def run_python(args: list[str], *, timeout: float, stdin: str | None = None) -> Outcome:
-    """Run ``python *args`` with a time limit; on timeout kill it and every process it started."""
+    """Run ``python *args`` with a time limit; on timeout stop it and every process it started.
+
+    The child starts a new process group, so its workers can be stopped with it. They get
+    SIGTERM, which multiprocessing's resource tracker ignores: it outlives them, notices they
+    are gone and removes their semaphores from /dev/shm. (SIGKILL to the whole group would kill
+    the tracker too and leave them behind.)
+    """
     start = time.perf_counter()
     child = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, start_new_session=os.name == "posix")
@@ -122,12 +128,26 @@ def run_python(args: list[str], *, timeout: float, stdin: str | None = None) -> 
         out, err = child.communicate(stdin, timeout=timeout)
         return Outcome(child.pid, child.returncode, out, err, time.perf_counter() - start, False)
     except subprocess.TimeoutExpired:
-        if os.name == "posix":
-            os.killpg(child.pid, signal.SIGKILL)  # the child's workers are in its process group
-        else:
-            child.kill()
+        _stop(child)
         out, err = child.communicate()
-        return Outcome(child.pid, None, out, err, time.perf_counter() - start, True)
+        return Outcome(child.pid, None, out, err, timeout, True)
+
+
+def _stop(child: subprocess.Popen, grace: float = 10) -> None:
+    """Stop a child and its process group: SIGTERM, then SIGKILL whatever is left after ``grace`` s."""
+    if os.name != "posix":
+        child.kill()
+        return
+    os.killpg(child.pid, signal.SIGTERM)
+    child.wait()  # reap it: a dead child that nobody waited for still counts as in the group
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(child.pid, 0)  # signal 0: is anyone in the group still alive?
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.killpg(child.pid, signal.SIGKILL)
 
 
 def run_code(code: str, *, timeout: float = 10) -> Outcome:

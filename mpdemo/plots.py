@@ -38,16 +38,20 @@ def bars(measurements: Sequence[Measurement], *, title: str = "", ax: Axes | Non
 
 def speedup_curve(processes: Sequence[int], speedups: Sequence[float], *, title: str = "",
                   ax: Axes | None = None) -> Figure:
-    """Measured speedup against process count, the ideal line, and the best-fitting Amdahl curve."""
+    """Measured speedup against process count, the ideal line, and the best-fitting Amdahl curve.
+
+    ``speedups[i]`` is the time on one process divided by the time on ``processes[i]``. The
+    lines go on to at least 8 processes, to show where Amdahl's law predicts the curve flattens.
+    """
     ax = _axes(ax)
     serial_fraction = fit_serial_fraction(list(processes), list(speedups))
-    ps = list(range(1, max(processes) + 1))
+    ps = list(range(1, max(8, 2 * max(processes)) + 1))
     ax.plot(ps, ps, "--", color="grey", label="ideal (speedup = processes)")
     ax.plot(ps, [amdahl_speedup(p, serial_fraction) for p in ps], color="tab:orange",
             label=f"Amdahl, serial fraction {serial_fraction:.1%}")
     ax.plot(processes, speedups, "o", color="tab:blue", label="measured")
     ax.set_xlabel("processes")
-    ax.set_ylabel("speedup over serial")
+    ax.set_ylabel("speedup over 1 process")
     ax.set_xticks(ps)
     ax.legend()
     ax.set_title(title)
@@ -64,9 +68,9 @@ def sweep(results: dict[int, Measurement], *, title: str = "", ax: Axes | None =
     ax.plot([fastest], [results[fastest].best], "*", markersize=14, color="tab:red",
             label=f"fastest: chunksize {fastest:,}")
     ax.set_xscale("log")
+    ax.set_yscale("log")  # the flat bottom of the curve shows its differences on a log scale
     ax.set_xlabel("chunksize (items per task)")
-    ax.set_ylabel("best time (s)")
-    ax.set_ylim(bottom=0)
+    ax.set_ylabel("best time (s, log scale)")
     ax.legend()
     ax.set_title(title)
     return ax.figure

@@ -75,6 +75,18 @@ def speedup_table(measurements: Iterable[Measurement], baseline: str | None = No
     return "\n".join(lines)
 
 
+def describe_speedup(speedup: float, than: str = "serial") -> str:
+    """A measured ratio in words: 1.93 → "1.93× faster than serial", 0.8 → "1.25× slower than serial".
+
+    Within 5% of 1 it says "about as fast as serial (1.02×)": closer than that is noise here.
+    """
+    if abs(speedup - 1) < 0.05:
+        return f"about as fast as {than} ({speedup:.2f}×)"
+    if speedup > 1:
+        return f"{speedup:.2f}× faster than {than}"
+    return f"{1 / speedup:.2f}× slower than {than}"
+
+
 @dataclass(frozen=True)
 class TaskRecord:
     """What one task did: the worker that ran it, its wall-clock start and end, its item count."""
@@ -93,7 +105,8 @@ class TaskRecord:
 class Timeline:
     """Task records from one parallel run, with the moment the run began.
 
-    Pass one to ``chunked_map(..., timeline=Timeline())`` and it fills in as tasks finish.
+    Pass a new one to ``chunked_map(..., timeline=Timeline())``: it sets ``began`` when it starts
+    and appends a record as each task finishes.
     """
 
     records: list[TaskRecord] = field(default_factory=list)

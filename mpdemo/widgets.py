@@ -87,7 +87,8 @@ class ChunkingExplorer(widgets.VBox):
                                             style=style, layout=layout)
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.readout = widgets.HTML("Choose settings, then press <b>Run</b>.")
-        self.picture = widgets.Image(format="png", layout=widgets.Layout(max_width="640px"))
+        # hidden until the first run, so the browser shows no broken-image icon
+        self.picture = widgets.Image(format="png", layout=widgets.Layout(max_width="640px", display="none"))
         self.run_button.on_click(self.run)
         super().__init__([self.processes, self.chunksize, self.cost_us, self.rows,
                           self.run_button, self.readout, self.picture])
@@ -100,6 +101,7 @@ class ChunkingExplorer(widgets.VBox):
             run = explore(self.processes.value, self.chunksize.value, self.cost_us.value, self.rows.value)
             self.readout.value = describe(run)
             self.picture.value = plots.png(plots.timeline(run.timeline))
+            self.picture.layout.display = ""
         except Exception as exc:  # show the failure where the learner is looking
             self.readout.value = f"<b>run failed</b>: {type(exc).__name__}: {exc}"
         finally:

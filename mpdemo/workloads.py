@@ -10,6 +10,7 @@ The kinds of work:
 * :func:`cpu_bound` — pure-Python arithmetic that holds the GIL the whole time. Its cost is a
   number of loop iterations; :func:`loops_for` converts microseconds to iterations on this
   machine.
+* :func:`spin` — the same work, but the row *is* its loop count, so rows can differ in cost.
 * :func:`numpy_heavy` — a NumPy kernel on a block of numbers. NumPy releases the GIL inside
   its loops, so threads can run these in parallel.
 * :func:`io_bound` — sleeps, standing in for a network or disk wait (also GIL-free).
@@ -38,6 +39,14 @@ def cpu_bound(x: int, loops: int = 1_000) -> int:
     for i in range(loops):
         total = (total * 31 + i) % 1_000_003
     return total
+
+
+def spin(loops: int) -> int:
+    """A row that *is* its cost: :func:`cpu_bound` with ``loops`` iterations.
+
+    A list of different loop counts makes rows of uneven cost, for the load-balancing lessons.
+    """
+    return cpu_bound(loops, loops)
 
 
 @functools.cache

@@ -96,6 +96,11 @@ def test_cpu_bound_depends_on_its_input_and_loops():
     assert workloads.cpu_bound(5, 0) == 5
 
 
+def test_spin_costs_what_its_row_says():
+    assert workloads.spin(50) == workloads.cpu_bound(50, 50)
+    assert workloads.spin(0) == 0
+
+
 def test_loops_for_grows_with_the_cost():
     assert workloads.loops_for(1_000) > 5 * workloads.loops_for(100) > 0
 

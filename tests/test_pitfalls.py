@@ -3,6 +3,7 @@
 import multiprocessing
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +21,19 @@ def process_group_is_gone(pid: int) -> bool:
     return False
 
 
-def test_pool_with_a_notebook_function_hangs_and_is_killed_with_its_workers():
+def semaphores() -> set[str]:
+    shm = Path("/dev/shm")
+    return {p.name for p in shm.iterdir() if p.name.startswith("sem.")} if shm.is_dir() else set()
+
+
+def test_pool_with_a_notebook_function_hangs_and_is_stopped_with_its_workers():
+    before = semaphores()
     outcome = pitfalls.run_code(pitfalls.NOTEBOOK_FUNCTION.format(method="spawn", pool_code=pitfalls.WITH_POOL), timeout=4)
     assert outcome.timed_out and outcome.returncode is None
     assert "AttributeError: Can't get attribute 'square' on <module '__main__'" in "\n".join(outcome.errors())
-    assert str(outcome).startswith("no answer after 4.")
+    assert str(outcome).startswith("no answer after 4.0 s")
     assert process_group_is_gone(outcome.pid)
+    assert semaphores() <= before  # the Pool's semaphores were removed by its resource tracker
 
 
 def test_executor_with_a_notebook_function_raises_broken_process_pool():

@@ -6,8 +6,8 @@ import time
 import pytest
 
 from mpdemo import chunked_map, workloads
-from mpdemo.timing import (Measurement, TaskRecord, Timeline, amdahl_speedup, fit_serial_fraction,
-                           measure, speedup_table)
+from mpdemo.timing import (Measurement, TaskRecord, Timeline, amdahl_speedup, describe_speedup,
+                           fit_serial_fraction, measure, speedup_table)
 
 
 def test_measure_warms_up_then_times_each_repeat():
@@ -33,6 +33,15 @@ def test_speedup_table_divides_the_baseline_by_each_time():
     assert speedup_table([Measurement("a", (1.0,)), Measurement("b", (4.0,))], baseline="b").splitlines()[1].endswith("4.00×")
 
 
+@pytest.mark.parametrize("speedup, words", [
+    (1.93, "1.93× faster than serial"), (0.8, "1.25× slower than serial"),
+    (1.02, "about as fast as serial (1.02×)"), (0.96, "about as fast as serial (0.96×)"),
+])
+def test_describe_speedup_puts_ratios_in_words(speedup, words):
+    assert describe_speedup(speedup) == words
+    assert describe_speedup(2.0, than="the loop") == "2.00× faster than the loop"
+
+
 def test_timeline_summarises_busy_time_and_utilisation():
     tl = Timeline(began=100.0)
     tl.append(TaskRecord(pid=7, start=100.0, end=102.0, items=10))
@@ -47,11 +56,13 @@ def test_timeline_summarises_busy_time_and_utilisation():
 
 
 def test_timeline_timestamps_agree_across_processes():
-    tl = Timeline()
+    tl = Timeline(began=0.0)
+    before = time.time()
     chunked_map(workloads.io_bound, range(8), processes=2, chunksize=1, timeline=tl)
     after = time.time()
     assert len(tl.records) == 8 and sum(r.items for r in tl.records) == 8
     assert os.getpid() not in tl.workers()
+    assert before <= tl.began  # chunked_map sets the start of its own run
     for r in tl.records:
         assert tl.began <= r.start <= r.end <= after
         assert r.seconds >= 0.009  # io_bound sleeps 10 ms per item

@@ -33,7 +33,7 @@ def test_sliders_cover_the_settings():
     assert (explorer.processes.min, explorer.processes.max) == (1, context.cpu_count())
     assert explorer.chunksize.options[0] == 1 and explorer.chunksize.options[-1] == 4096
     assert explorer.readout.value == "Choose settings, then press <b>Run</b>."
-    assert bytes(explorer.picture.value) == b""
+    assert bytes(explorer.picture.value) == b"" and explorer.picture.layout.display == "none"
 
 
 def test_run_button_shows_the_new_settings_result():
@@ -43,7 +43,7 @@ def test_run_button_shows_the_new_settings_result():
     first_text, first_picture = explorer.readout.value, bytes(explorer.picture.value)
     assert "speedup" in first_text and "results equal serial: True" in first_text
     assert "125 tasks" in first_text
-    assert first_picture.startswith(PNG_MAGIC)
+    assert first_picture.startswith(PNG_MAGIC) and explorer.picture.layout.display == ""
     assert not explorer.run_button.disabled
 
     explorer.chunksize.value = 128

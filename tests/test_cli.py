@@ -1,4 +1,4 @@
-"""The setup check: mpdemo.check() and `python -m mpdemo check` report and exit 0 or 1."""
+"""The command line: `python -m mpdemo check` (and mpdemo.check()) and `python -m mpdemo bench`."""
 
 import os
 import subprocess
@@ -51,3 +51,24 @@ def test_a_spawn_pool_cannot_start_from_a_script_on_stdin():
     assert result.returncode == 1
     assert "FAIL  spawn pool: BrokenProcessPool" in result.stdout
     assert "hint: spawn workers cannot re-run a script read from stdin" in result.stdout
+
+
+def test_bench_runs_every_figure_and_checks_results():
+    """A smoke run: the quick sizes are too small for the targets, so only the report is checked."""
+    result = run(["-m", "mpdemo", "bench", "--quick"])
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.split("figure  ")[-1]
+    for figure in ("1  processes vs serial", "1b processes vs serial, cold", "2  threads vs serial",
+                   "3  chunksize=1 time / auto time", "4  auto", "4b suggest_chunksize",
+                   "5  chunked_map time / fastest other"):
+        assert figure in summary
+    assert "results equal serial: False" not in result.stdout
+    assert "results equal serial: True" in result.stdout and "FAIL" not in summary
+
+
+def test_bench_passes_unknown_options_to_the_scripts_only():
+    result = run(["-m", "mpdemo", "bench", "--no-such-option"])
+    assert result.returncode == 1
+    assert "unrecognized arguments: --no-such-option" in result.stderr
+    assert "failed: bench_chunking.py" in result.stderr
+    assert run(["-m", "mpdemo", "check", "--quick"]).returncode == 2
