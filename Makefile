@@ -1,7 +1,8 @@
 # The README's two commands. Both create .venv on first use and reuse it afterwards;
 # the environment is reinstalled only when pyproject.toml changes.
 #   make lab    open the course in JupyterLab
-#   make test   unit tests + every notebook (nbval) + the browser test, under spawn, then fork
+#   make test   unit tests + every notebook (nbval) + the browser test under spawn; unit tests and
+#               notebooks under fork; notebooks under forkserver
 
 PYTHON ?= python3
 VENV := .venv
@@ -25,3 +26,4 @@ lab: $(VENV)/.installed
 test: $(VENV)/.installed
 	MPDEMO_SIZE=small MPDEMO_START_METHOD=spawn $(BIN)/python -m pytest $(NBVAL) tests notebooks
 	MPDEMO_SIZE=small MPDEMO_START_METHOD=fork $(BIN)/python -m pytest $(NBVAL) -m "not browser" tests notebooks
+	MPDEMO_SIZE=small MPDEMO_START_METHOD=forkserver $(BIN)/python -m pytest $(NBVAL) notebooks
