@@ -7,7 +7,6 @@ from mpdemo.chunking import WorkerDied, WorkerError, chunked_map, default_chunks
 from mpdemo.context import check, cpu_count, get_context, start_method
 
 
-
 def show(obj: object):
     """The source code of an mpdemo function, class or module, as IPython's highlighted ``Code``.
 

@@ -126,7 +126,7 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
 
     The first failure to arrive raises :class:`WorkerError` naming its item's index (with several
     bad items, not necessarily the lowest index); a worker that dies raises
-    :class:`WorkerDied` (a ``BrokenProcessPool``), never a hang.
+    :class:`WorkerDied` within moments, never a hang.
     """
     processes = cpu_count() if processes is None else processes
     _require_positive(processes=processes)

@@ -122,8 +122,9 @@ def run_python(args: list[str], *, timeout: float, stdin: str | None = None) -> 
     the tracker too and leave them behind.)
     """
     start = time.perf_counter()
+    plain = {**os.environ, "PYTHON_COLORS": "0"}  # Jupyter asks for coloured tracebacks; we read them
     child = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=os.name == "posix")
+                             stderr=subprocess.PIPE, text=True, env=plain, start_new_session=os.name == "posix")
     try:
         out, err = child.communicate(stdin, timeout=timeout)
         return Outcome(child.pid, child.returncode, out, err, time.perf_counter() - start, False)

@@ -154,8 +154,8 @@ def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
     ``s``, so the fit is one division. The result is clipped to [0, 1].
     """
     xs = [1 - 1 / p for p in processes]
-    ys = [1 / s - 1 / p for p, s in zip(processes, speedups)]
+    ys = [1 / s - 1 / p for p, s in zip(processes, speedups, strict=True)]
     denominator = sum(x * x for x in xs)
     if denominator == 0:
         return 0.0
-    return min(1.0, max(0.0, sum(x * y for x, y in zip(xs, ys)) / denominator))
+    return min(1.0, max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / denominator))

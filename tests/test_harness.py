@@ -18,7 +18,8 @@ CELL_TIMEOUT = 5
 
 CELLS = {
     "sleeps_forever": "import time\ntime.sleep(10_000)",
-    "swallows_the_interrupt": "import time\ntry:\n    time.sleep(10_000)\nexcept KeyboardInterrupt:\n    print('caught it')",
+    "swallows_the_interrupt":
+        "import time\ntry:\n    time.sleep(10_000)\nexcept KeyboardInterrupt:\n    print('caught it')",
     "finishes": "print(6 * 7)",
 }
 

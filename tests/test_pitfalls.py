@@ -28,7 +28,8 @@ def semaphores() -> set[str]:
 
 def test_pool_with_a_notebook_function_hangs_and_is_stopped_with_its_workers():
     before = semaphores()
-    outcome = pitfalls.run_code(pitfalls.NOTEBOOK_FUNCTION.format(method="spawn", pool_code=pitfalls.WITH_POOL), timeout=4)
+    code = pitfalls.NOTEBOOK_FUNCTION.format(method="spawn", pool_code=pitfalls.WITH_POOL)
+    outcome = pitfalls.run_code(code, timeout=4)
     assert outcome.timed_out and outcome.returncode is None
     assert "AttributeError: Can't get attribute 'square' on <module '__main__'" in "\n".join(outcome.errors())
     assert str(outcome).startswith("no answer after 4.0 s")
@@ -36,8 +37,10 @@ def test_pool_with_a_notebook_function_hangs_and_is_stopped_with_its_workers():
     assert semaphores() <= before  # the Pool's semaphores were removed by its resource tracker
 
 
-def test_executor_with_a_notebook_function_raises_broken_process_pool():
-    outcome = pitfalls.run_code(pitfalls.NOTEBOOK_FUNCTION.format(method="spawn", pool_code=pitfalls.WITH_EXECUTOR), timeout=30)
+def test_executor_with_a_notebook_function_raises_broken_process_pool(monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # as in a Jupyter kernel: Python 3.13 would colour tracebacks
+    code = pitfalls.NOTEBOOK_FUNCTION.format(method="spawn", pool_code=pitfalls.WITH_EXECUTOR)
+    outcome = pitfalls.run_code(code, timeout=30)
     assert not outcome.timed_out and outcome.returncode == 1
     assert any(e.startswith("concurrent.futures.process.BrokenProcessPool") for e in outcome.errors())
 
