@@ -10,6 +10,8 @@ except ModuleNotFoundError:  # Python 3.10: pytest itself depends on tomli there
 
 ROOT = Path(__file__).resolve().parent.parent
 REQUIREMENT = re.compile(r"^([A-Za-z0-9_.\-]+)(\[[a-z,]+\])?\s*>=\s*([0-9.]+)$")
+#: conda-forge names that differ from PyPI's.
+PYPI_NAME = {"playwright-python": "playwright"}
 
 
 def normalise(name: str) -> str:
@@ -22,7 +24,7 @@ def parse(requirement: str) -> dict[str, str]:
     assert match, f"not a 'name>=version' minimum: {requirement!r}"
     name, extras, version = match.groups()
     names = [name] + (extras.strip("[]").split(",") if extras else [])
-    return {normalise(n): version for n in names}
+    return {PYPI_NAME.get(normalise(n), normalise(n)): version for n in names}
 
 
 def pyproject_requirements() -> dict[str, str]:
@@ -37,7 +39,7 @@ def conda_requirements() -> dict[str, str]:
     """The conda packages of environment.yml: '  - name>=version' lines outside the pip section."""
     found = {}
     for line in (ROOT / "environment.yml").read_text().splitlines():
-        item = re.match(r"^  - ([^\s:]+)$", line)
+        item = re.match(r"^  - ([^\s:]+)(\s+#.*)?$", line)
         if item and item.group(1) not in ("pip", "conda-forge") and not item.group(1).startswith("python"):
             found.update(parse(item.group(1)))
     return found
@@ -55,3 +57,4 @@ def test_every_requirement_is_a_minimum_not_a_pin():
 def test_parse_reads_extras_and_normalises_names():
     assert parse("dask[distributed]>=2023.9") == {"dask": "2023.9", "distributed": "2023.9"}
     assert parse("line_profiler>=4.1") == {"line-profiler": "4.1"}
+    assert parse("playwright-python>=1.44") == {"playwright": "1.44"}
