@@ -19,6 +19,8 @@ import pytest
 SHM = Path("/dev/shm")
 #: Long-lived helpers that multiprocessing starts once per process, not leaks.
 INFRASTRUCTURE = ("resource_tracker", "forkserver", "semaphore_tracker")
+#: Where the session keeps what /dev/shm held when it started.
+shm_key = pytest.StashKey[set]()
 
 
 def shm_blocks(semaphores: bool = False) -> set[str]:
@@ -93,6 +95,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if problems:
         print("\n".join(["", "left behind by this run:", *problems]))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-
-
-shm_key = pytest.StashKey[set]()

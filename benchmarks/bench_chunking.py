@@ -29,8 +29,8 @@ How it measures. Pools are started and warmed before anything is timed: a pool s
 workers lazily and, under ``spawn``, each worker is a new interpreter that imports NumPy and
 mpdemo, so a cold first call measures start-up, not parallel work. Figure 1's cold line is
 the one place where start-up is what we want to see. Contenders of a figure are timed in
-alternating rounds after one untimed warm-up round (``compare``), so load from other programs
-on a busy machine falls on all of them alike; each keeps its fastest round
+alternating rounds after one untimed warm-up round (``mpdemo.timing.compare``), so load from
+other programs on a busy machine falls on all of them alike; each keeps its fastest round
 (:class:`mpdemo.timing.Measurement` ``.best``), because noise only ever adds time. Only ratios
 from this one run are compared: absolute seconds differ between runs and machines. The load
 average is printed at the start and the end: above the core count, other programs were
@@ -57,7 +57,7 @@ import mpdemo
 from mpdemo import workloads
 from mpdemo.chunking import default_chunksize, suggest_chunksize, sweep
 from mpdemo.context import start_workers
-from mpdemo.timing import Measurement, measure, speedup_table
+from mpdemo.timing import Measurement, compare, speedup_table
 
 #: Figure 1, 2 and 5: microseconds of work per CPU-bound row (the brief asks for at least 20).
 HEAVY_COST_US = 25
@@ -98,20 +98,9 @@ class Run:
         self.result = self.call()
 
 
-def compare(runs: Sequence[Run], rounds: int, *, warmup: bool = True) -> dict[str, Measurement]:
-    """Time each run once per round, in turn, after one untimed warm-up round.
-
-    Alternating spreads a busy machine's noise over all contenders, where ``measure``'s
-    back-to-back repeats could put all of it on one.
-    """
-    if warmup:
-        for run in runs:
-            run()
-    times: dict[str, list[float]] = {run.label: [] for run in runs}
-    for _ in range(rounds):
-        for run in runs:
-            times[run.label] += measure(run, repeats=1, warmup=0).times
-    return {label: Measurement(label, tuple(t)) for label, t in times.items()}
+def in_turns(runs: Sequence[Run], rounds: int, *, warmup: bool = True) -> dict[str, Measurement]:
+    """mpdemo's ``timing.compare`` on these runs, after one untimed warm-up round by default."""
+    return compare({run.label: run for run in runs}, rounds=rounds, warmup=int(warmup))
 
 
 @dataclass(frozen=True)
@@ -174,7 +163,7 @@ def processes_and_threads(func: Callable, items: list, pool: Executor, processes
     with ThreadPoolExecutor(max_workers=processes) as threads:
         threaded = Run("threads", lambda: mpdemo.chunked_map(func, items, processes=processes,
                                                              executor=threads))
-        times = compare([serial, warm, cold, threaded], rounds)
+        times = in_turns([serial, warm, cold, threaded], rounds)
     print(f"{len(items):,} rows of {1e6 * times['serial'].best / len(items):.1f} µs each (measured "
           f"serially), {processes} processes, chunksize {default_chunksize(len(items), processes):,}")
     print(speedup_table(times.values(), baseline="serial"))
@@ -198,7 +187,7 @@ def chunksize_one(func: Callable, items: list, pool: Executor, processes: int, r
                                                             executor=pool))
     one = Run("chunksize 1", lambda: mpdemo.chunked_map(func, items, processes=processes,
                                                         chunksize=1, executor=pool))
-    times = compare([auto], rounds) | compare([one], rounds=1, warmup=False)
+    times = in_turns([auto], rounds) | in_turns([one], rounds=1, warmup=False)
     print(f"{len(items):,} light rows; chunksize 1 took {1e6 * times[one.label].best / len(items):.0f} µs "
           f"per row, auto (chunksize {default_chunksize(len(items), processes):,}) "
           f"{1e6 * times[auto.label].best / len(items):.1f} µs")
@@ -249,7 +238,7 @@ def libraries(func: Callable, items: list, pool: ProcessPoolExecutor, processes:
                                                                      timeout=TIMEOUT))),
                 Run("joblib (loky)", lambda: parallel(joblib.delayed(func)(x) for x in items)),
             ]
-            times = compare(runs, rounds)
+            times = in_turns(runs, rounds)
     finally:
         get_reusable_executor().shutdown(wait=True)
     print(f"{len(items):,} rows of figure 1, {processes} processes, chunksize {chunksize:,} "

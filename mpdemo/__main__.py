@@ -16,8 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="check that this machine can run the course (exit 0 or 1)")
     make_data = commands.add_parser("data", help="generate the notebooks' data files into data/")
     make_data.add_argument("--size", choices=context.SIZES, help="default: MPDEMO_SIZE, else full")
-    bench = commands.add_parser("bench", help="run every benchmarks/bench_*.py script")
-    bench.add_argument("options", nargs="*", help="passed on to each script, e.g. --quick (after --)")
+    commands.add_parser("bench", help="run every benchmarks/bench_*.py; other options (--quick) go to each")
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -28,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in data.generate(args.size):
             print(f"{path}  ({path.stat().st_size:,} bytes)")
         return 0
-    return run_benchmarks(args.options + unknown)
+    return run_benchmarks(unknown)
 
 
 def run_benchmarks(options: list[str]) -> int:

@@ -28,6 +28,7 @@ so a chunk of an array travels as one compact array and the worker iterates over
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -41,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from mpdemo.context import cpu_count, get_context, start_workers
-from mpdemo.timing import Measurement, TaskRecord, Timeline
+from mpdemo.timing import Measurement, TaskRecord, Timeline, compare
 
 #: Chunk size for inputs without a length (generators), where Pool.map's rule cannot apply.
 UNSIZED_CHUNKSIZE = 256
@@ -290,10 +291,7 @@ def sweep(func: Callable[[Any], Any], items: Sequence, chunksizes: Iterable[int]
         with ProcessPoolExecutor(max_workers=processes, mp_context=get_context()) as pool:
             return sweep(func, items, chunksizes, processes=processes, repeats=repeats, executor=pool)
     start_workers(executor, processes)
-    times: dict[int, list[float]] = {c: [] for c in chunksizes}
-    for _ in range(repeats):
-        for c in times:
-            start = time.perf_counter()
-            chunked_map(func, items, processes=processes, chunksize=c, executor=executor)
-            times[c].append(time.perf_counter() - start)
-    return {c: Measurement(f"chunksize {c}", tuple(t)) for c, t in times.items()}
+    calls = {f"chunksize {c}": functools.partial(chunked_map, func, items, processes=processes, chunksize=c,
+                                                 executor=executor) for c in chunksizes}
+    measured = compare(calls, rounds=repeats)
+    return {c: measured[f"chunksize {c}"] for c in chunksizes}

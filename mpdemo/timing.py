@@ -60,6 +60,22 @@ def measure(func: Callable[..., Any], *args: Any, repeats: int = 3, warmup: int 
     return Measurement(label or getattr(func, "__name__", "run"), tuple(times))
 
 
+def compare(calls: dict[str, Callable[[], Any]], *, rounds: int = 3, warmup: int = 0) -> dict[str, Measurement]:
+    """Time several calls in turns: each round calls every one once; keep every time.
+
+    Taking turns spreads a busy machine's noise over all of them, where back-to-back repeats
+    of one (as :func:`measure` does) could put a whole burst of noise on that one.
+    """
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {label: [] for label in calls}
+    for _ in range(rounds):
+        for label, call in calls.items():
+            times[label] += measure(call, repeats=1, warmup=0).times
+    return {label: Measurement(label, tuple(t)) for label, t in times.items()}
+
+
 def speedup_table(measurements: Iterable[Measurement], baseline: str | None = None) -> str:
     """A text table of best and median times and each one's speedup over ``baseline``.
 

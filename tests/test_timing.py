@@ -6,7 +6,7 @@ import time
 import pytest
 
 from mpdemo import chunked_map, workloads
-from mpdemo.timing import (Measurement, TaskRecord, Timeline, amdahl_speedup, describe_speedup,
+from mpdemo.timing import (Measurement, TaskRecord, Timeline, amdahl_speedup, compare, describe_speedup,
                            fit_serial_fraction, measure, speedup_table)
 
 
@@ -16,6 +16,14 @@ def test_measure_warms_up_then_times_each_repeat():
     assert len(calls) == 6
     assert m.label == "append" and len(m.times) == 4
     assert m.best == min(m.times) <= m.median
+
+
+def test_compare_takes_turns_and_keeps_every_time():
+    calls = []
+    measured = compare({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=1)
+    assert calls == ["a", "b"] * 4
+    assert list(measured) == ["a", "b"]
+    assert all(len(m.times) == 3 and m.label == label for label, m in measured.items())
 
 
 def test_measure_needs_a_repeat():
