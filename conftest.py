@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from pathlib import Path
 
@@ -39,15 +40,17 @@ def shm_blocks(semaphores: bool = False) -> set[str]:
 def live_children(grace: float = 5.0, known: frozenset[int] = frozenset()) -> list[psutil.Process]:
     """Child processes not in ``known`` still running after up to ``grace`` seconds.
 
-    multiprocessing's own long-lived helpers (resource tracker, fork server) do not count.
+    multiprocessing's own long-lived helpers (resource tracker, fork server) do not count; the
+    workers a fork server forks (its children, with the same command line) do.
     """
+    me = os.getpid()
     deadline = time.monotonic() + grace
     while True:
         children = []
         for child in psutil.Process().children(recursive=True):
             try:
-                if child.pid not in known and child.status() != psutil.STATUS_ZOMBIE and not any(
-                        name in " ".join(child.cmdline()) for name in INFRASTRUCTURE):
+                helper = child.ppid() == me and any(name in " ".join(child.cmdline()) for name in INFRASTRUCTURE)
+                if child.pid not in known and child.status() != psutil.STATUS_ZOMBIE and not helper:
                     children.append(child)
             except psutil.NoSuchProcess:
                 pass

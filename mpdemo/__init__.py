@@ -5,6 +5,7 @@ One module per mechanism; the names below are the public API the notebooks use.
 
 from mpdemo.chunking import WorkerDied, WorkerError, chunked_map, default_chunksize, suggest_chunksize
 from mpdemo.context import check, cpu_count, get_context, start_method
+from mpdemo.guard import NotSendable
 
 
 def show(obj: object):
@@ -20,6 +21,7 @@ def show(obj: object):
 
 
 __all__ = [
+    "NotSendable",
     "WorkerDied",
     "WorkerError",
     "check",

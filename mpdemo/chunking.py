@@ -24,6 +24,11 @@ instead of waiting forever for its results.
 Items are read lazily: a generator is consumed chunk by chunk as workers become free, so the
 input never has to fit in memory at once. Lists, ranges and NumPy arrays are sliced instead,
 so a chunk of an array travels as one compact array and the worker iterates over its rows.
+
+What can go wrong between the caller and a worker is checked in the caller, before it happens
+(:mod:`mpdemo.guard`): a function or item that cannot be pickled, or a function from a notebook
+cell that spawn workers cannot import, raises :class:`~mpdemo.guard.NotSendable` naming it,
+before any chunk is sent. Ctrl-C stops the workers at once instead of waiting for their chunks.
 """
 
 from __future__ import annotations
@@ -41,7 +46,9 @@ from typing import Any
 
 import numpy as np
 
-from mpdemo.context import cpu_count, get_context, start_workers
+from mpdemo.context import cpu_count, get_context, start_method, start_workers
+from mpdemo.guard import (DATA_CURE, NotSendable, check_items_sendable, check_sendable, describe_dead_workers,
+                          ignore_sigint, range_text, start_method_of, stop_workers)
 from mpdemo.timing import Measurement, TaskRecord, Timeline, compare
 
 #: Chunk size for inputs without a length (generators), where Pool.map's rule cannot apply.
@@ -127,7 +134,13 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
 
     The first failure to arrive raises :class:`WorkerError` naming its item's index (with several
     bad items, not necessarily the lowest index); a worker that dies raises
-    :class:`WorkerDied` within moments, never a hang.
+    :class:`WorkerDied` within moments, never a hang. A function, item or result that cannot
+    travel between processes raises :class:`~mpdemo.guard.NotSendable` naming it.
+
+    Ctrl-C (KeyboardInterrupt) stops the workers at once and is re-raised. A process pool you
+    passed as ``executor`` is stopped too: its workers are terminated and it accepts no more
+    work, so make a new one. Thread pools and other executors are left running; their chunks
+    not yet started are cancelled.
     """
     processes = cpu_count() if processes is None else processes
     _require_positive(processes=processes)
@@ -135,26 +148,35 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
     if chunksize == "auto":
         chunksize = UNSIZED_CHUNKSIZE if n_items is None else default_chunksize(n_items, processes)
     _require_positive(chunksize=chunksize)
+    method = start_method() if executor is None else start_method_of(executor)  # None: no pickling
+    if method is not None:
+        check_sendable(func, method)  # before any process starts: a lambda fails here, clearly
     from tqdm.auto import tqdm  # imported here: workers import this module and never need it
 
     if timeline is not None:
         timeline.began = time.time()
     own_executor = executor is None
     if own_executor:
-        executor = ProcessPoolExecutor(max_workers=processes, mp_context=get_context())
+        executor = ProcessPoolExecutor(max_workers=processes, mp_context=get_context(), initializer=ignore_sigint)
     bar = tqdm(total=n_items, disable=not progress, unit="item")
     finished: dict[int, list] = {}
+    interrupted = False
     try:
         chunks = _chunks(items, chunksize)
-        for start, results, record in _completed(executor, func, chunks, processes):
+        for start, results, record in _completed(executor, func, chunks, processes, method):
             finished[start] = results
             bar.update(record.items)
             if timeline is not None:
                 timeline.append(record)
+    except KeyboardInterrupt:
+        interrupted = True
+        if method is not None:  # a process pool: do not wait for the chunks that are running
+            stop_workers(executor)
+        raise
     finally:
         bar.close()
         if own_executor:
-            executor.shutdown(wait=True, cancel_futures=True)
+            executor.shutdown(wait=not interrupted, cancel_futures=True)
     order = sorted(finished) if ordered else finished  # dicts remember completion order
     return [result for start in order for result in finished[start]]
 
@@ -173,13 +195,20 @@ def _chunks(items: Iterable, chunksize: int) -> Iterator[tuple[int, Any]]:
         yield start, chunk
 
 
-def _completed(executor: Executor, func: Callable, chunks: Iterator, processes: int) -> Iterator:
-    """Keep a bounded number of chunks in flight; yield ``(start, results, record)`` as each ends."""
-    pending: dict[Future, int] = {}
+def _completed(executor: Executor, func: Callable, chunks: Iterator, processes: int,
+               method: str | None = None) -> Iterator:
+    """Keep a bounded number of chunks in flight; yield ``(start, results, record)`` as each ends.
+
+    ``method`` is the pool's start method, or None when nothing is pickled (threads) or the
+    executor pickles in its own way (dask, loky): then chunks are sent unchecked.
+    """
+    pending: dict[Future, tuple[int, int]] = {}
 
     def submit(how_many: int) -> None:
         for start, chunk in itertools.islice(chunks, how_many):
-            pending[executor.submit(run_chunk, func, start, chunk)] = start
+            if method is not None:
+                check_items_sendable(chunk, start, method)
+            pending[executor.submit(run_chunk, func, start, chunk)] = start, len(chunk)
 
     try:
         submit(CHUNKS_IN_FLIGHT_PER_PROCESS * processes)
@@ -187,17 +216,18 @@ def _completed(executor: Executor, func: Callable, chunks: Iterator, processes: 
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             submit(len(done))  # refill first, so workers are not idle while we collect
             for future in done:
-                start = pending.pop(future)
-                yield (start, *_outcome(future))
+                start, count = pending.pop(future)
+                yield (start, *_outcome(future, start, count, method))
     except BrokenProcessPool as broken:
-        raise WorkerDied("a worker process died unexpectedly (killed by a signal or the out-of-memory "
-                         "killer?); the pool is broken and the results in flight are lost") from broken
+        how = describe_dead_workers(executor) or "killed by a signal or the out-of-memory killer?"
+        raise WorkerDied(f"a worker process died unexpectedly ({how}); the pool is broken and the "
+                         "results in flight are lost") from broken
     finally:
         for future in pending:  # after an error, do not leave queued chunks to run
             future.cancel()
 
 
-def _outcome(future: Future) -> tuple[list, TaskRecord]:
+def _outcome(future: Future, start: int, count: int, method: str | None) -> tuple[list, TaskRecord]:
     """A finished chunk's results, with worker failures turned into clear errors."""
     try:
         return future.result()
@@ -205,6 +235,14 @@ def _outcome(future: Future) -> tuple[list, TaskRecord]:
         if failed.__cause__ is not failed.error:  # a process pool sends the worker's traceback as text
             failed.error.__cause__ = failed.__cause__
         raise WorkerError(failed.index, failed.error) from failed.error
+    except BrokenProcessPool:
+        raise
+    except Exception as exc:
+        if method is None:
+            raise
+        # The function and items were checked before sending, so what failed is the way back.
+        raise NotSendable(f"the results of {range_text(start, count)} could not be sent back from the "
+                          f"worker: {type(exc).__name__}: {exc}. {DATA_CURE}") from exc
 
 
 def _require_positive(**values: Any) -> None:

@@ -129,12 +129,12 @@ def run_python(args: list[str], *, timeout: float, stdin: str | None = None) -> 
         out, err = child.communicate(stdin, timeout=timeout)
         return Outcome(child.pid, child.returncode, out, err, time.perf_counter() - start, False)
     except subprocess.TimeoutExpired:
-        _stop(child)
+        stop_process_group(child)
         out, err = child.communicate()
         return Outcome(child.pid, None, out, err, timeout, True)
 
 
-def _stop(child: subprocess.Popen, grace: float = 10) -> None:
+def stop_process_group(child: subprocess.Popen, grace: float = 10) -> None:
     """Stop a child and its process group: SIGTERM, then SIGKILL whatever is left after ``grace`` s."""
     if os.name != "posix":
         child.kill()

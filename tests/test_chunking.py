@@ -1,15 +1,17 @@
 """mpdemo.chunking: chunked_map's results, errors, dead workers, laziness and chunk sizes."""
 
 import functools
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
-from mpdemo import WorkerDied, WorkerError, chunked_map, default_chunksize, suggest_chunksize, workloads
+from mpdemo import WorkerDied, WorkerError, chunked_map, default_chunksize, pitfalls, suggest_chunksize, workloads
 from mpdemo.chunking import item_cost, sweep
-from mpdemo.context import get_context, start_workers
+from mpdemo.context import get_context, start_method, start_workers
+from mpdemo.guard import NotSendable
 from mpdemo.timing import Timeline
 
 square = functools.partial(workloads.cpu_bound, loops=3)
@@ -27,6 +29,11 @@ def cursed_six(x):
     if x == 6:
         raise Unpicklable(f"row {x} is cursed")
     return x
+
+
+def lock_at_five(x):
+    """A row function whose result for row 5 cannot be pickled."""
+    return threading.Lock() if x == 5 else x
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +119,68 @@ def test_a_killed_worker_raises_within_seconds_instead_of_hanging():
     with pytest.raises(WorkerDied, match="a worker process died unexpectedly"):
         chunked_map(workloads.crash_on, range(200), processes=2, chunksize=5)
     assert time.monotonic() - start < 10
+
+
+def test_a_killed_worker_is_named_with_its_signal():
+    with pytest.raises(WorkerDied, match=r"pid \d+ was killed by SIGKILL"):
+        chunked_map(workloads.crash_on, range(200), processes=2, chunksize=5)
+
+
+@pytest.mark.timeout(60)  # the old code hung in about half of these calls: a hang fails here
+def test_a_lambda_raises_before_anything_is_sent_every_time():
+    for _ in range(20):
+        with pytest.raises(NotSendable, match=r"the function \S*<lambda> cannot be sent to worker processes: "
+                                              r".*define it with def at the top level of a module"):
+            chunked_map(lambda x: x, range(40), processes=2)
+
+
+def test_a_lambda_is_fine_in_a_thread_pool():
+    with ThreadPoolExecutor(2) as threads:
+        assert chunked_map(lambda x: -x, range(5), processes=2, executor=threads) == [0, -1, -2, -3, -4]
+
+
+MAIN_FUNCTION = """
+import mpdemo
+def square(x):
+    return x * x
+try:
+    print(mpdemo.chunked_map(square, range(6), processes=2))
+except mpdemo.NotSendable as error:
+    print(error)
+"""
+
+
+def test_a_main_function_under_spawn_names_the_cause_and_the_cure(monkeypatch):
+    monkeypatch.setenv("MPDEMO_START_METHOD", "spawn")
+    outcome = pitfalls.run_code(MAIN_FUNCTION, timeout=60)
+    assert outcome.returncode == 0 and not outcome.timed_out, outcome
+    assert outcome.stdout.startswith(
+        "the function square is defined in __main__ (a notebook cell or a python -c program), which spawn "
+        "workers cannot import"), outcome.stdout
+    assert "Move it into a module" in outcome.stdout and "WorkerDied" not in outcome.stderr
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_a_main_function_under_fork_just_works(monkeypatch):
+    monkeypatch.setenv("MPDEMO_START_METHOD", "fork")
+    outcome = pitfalls.run_code(MAIN_FUNCTION, timeout=60)
+    assert outcome.stdout.strip() == "[0, 1, 4, 9, 16, 25]", outcome
+
+
+def test_an_unpicklable_item_is_named_by_its_index(pool):
+    items = [1, 2, 3, threading.Lock(), 5]
+    with pytest.raises(NotSendable, match=r"^item 3 cannot be sent to worker processes: TypeError: "
+                                          r"cannot pickle '_thread.lock' object\. Send plain data") as caught:
+        chunked_map(abs, items, processes=2, chunksize=2, executor=pool)
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert chunked_map(abs, [-1, -2], processes=2, executor=pool) == [1, 2]  # the pool is unharmed
+
+
+def test_an_unpicklable_result_names_its_chunk(pool):
+    with pytest.raises(NotSendable, match=r"^the results of items 4–7 could not be sent back from the worker: "
+                                          r".*cannot pickle '_thread.lock' object"):
+        chunked_map(lock_at_five, range(12), processes=2, chunksize=4, executor=pool)
+    assert chunked_map(abs, [-3], processes=2, executor=pool) == [3]
 
 
 def test_generators_are_read_lazily(pool):

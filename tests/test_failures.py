@@ -1,0 +1,125 @@
+"""Ctrl-C during a parallel call: the caller hears it within 3 s, every worker is gone within 5 s,
+and the next call works. Whatever the chunks are doing, and whoever owns the pool.
+
+Each case runs a small program in a child Python process (started in a session of its own, so
+it and its workers form one process group), waits until its workers are busy with chunks of
+10 s, then sends SIGINT to the child alone (``kill``) or to its whole group (what a terminal's
+Ctrl-C and JupyterLab's interrupt do). The program reports when the KeyboardInterrupt reached
+it, then makes one more call.
+
+``CALLS`` lists each API's slow call; lessons that add a parallel API add a line there.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from mpdemo import pitfalls
+
+PROGRAM = """
+import functools, time
+from concurrent.futures import ProcessPoolExecutor
+import mpdemo
+from mpdemo import workloads
+
+slow = functools.partial(workloads.io_bound, seconds=10)  # each item takes 10 s
+pool = ProcessPoolExecutor(2, mp_context=mpdemo.get_context()) if {passed} else None
+print("running", flush=True)
+try:
+    {call}
+except KeyboardInterrupt:
+    print("interrupted at", time.time(), flush=True)
+if pool is not None:
+    try:
+        pool.submit(abs, 1)
+    except RuntimeError as error:
+        print("the passed pool is stopped:", error, flush=True)
+print("next call:", mpdemo.chunked_map(abs, [-1, -2], processes=2), flush=True)
+"""
+
+#: Each parallel API's slow call; ``executor=pool`` is the pool the program may pass in (or None).
+CALLS = {
+    "chunked_map": "mpdemo.chunked_map(slow, range(8), processes=2, chunksize=1, executor=pool)",
+}
+HELPERS = ("resource_tracker", "forkserver")  # multiprocessing's own long-lived helper processes
+
+
+def lines_of(child: subprocess.Popen) -> queue.Queue:
+    """The child's stdout, line by line, read by a thread so that we can wait with a timeout."""
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        for line in child.stdout:
+            lines.put(line.strip())
+
+    threading.Thread(target=read, daemon=True).start()
+    return lines
+
+
+def workers_of(pid: int) -> list[psutil.Process]:
+    """The child's worker processes that are still running (under forkserver, the server's children)."""
+    found = []
+    for process in psutil.Process(pid).children(recursive=True):
+        try:
+            helper = process.ppid() == pid and any(h in " ".join(process.cmdline()) for h in HELPERS)
+            if process.status() != psutil.STATUS_ZOMBIE and not helper:
+                found.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def wait_for(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("api", CALLS)
+@pytest.mark.parametrize("passed", [False, True], ids=["own pool", "passed pool"])
+@pytest.mark.parametrize("to_group", [False, True], ids=["caller alone", "process group"])
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_everything_at_once(api: str, passed: bool, to_group: bool, tmp_path) -> None:
+    code = PROGRAM.format(passed=passed, call=CALLS[api])
+    stderr = (tmp_path / "stderr.txt").open("w+")
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr,
+                             text=True, start_new_session=True, env={**os.environ, "PYTHON_COLORS": "0"})
+    lines = lines_of(child)
+    try:
+        assert lines.get(timeout=60) == "running"
+        assert wait_for(lambda: len(workers_of(child.pid)) >= 2, 60), "the workers did not start"
+        time.sleep(1.0)  # the workers are inside their 10 s items now
+
+        sent = time.time()
+        (os.killpg if to_group else os.kill)(child.pid, signal.SIGINT)
+        heard = lines.get(timeout=10)
+        assert heard.startswith("interrupted at"), heard
+        assert float(heard.split()[-1]) - sent < 3, f"KeyboardInterrupt came {float(heard.split()[-1]) - sent:.1f} s late"
+        assert wait_for(lambda: not workers_of(child.pid), 5 - (time.time() - sent)), \
+            f"workers still running 5 s after Ctrl-C: {workers_of(child.pid)}"
+
+        if passed:
+            assert lines.get(timeout=10).startswith("the passed pool is stopped:")
+        assert lines.get(timeout=60) == "next call: [1, 2]"
+        assert child.wait(timeout=30) == 0
+        stderr.seek(0)
+        errors = stderr.read()
+        assert "leaked" not in errors, errors  # the resource tracker had to clean up after us
+    finally:
+        if child.poll() is None:
+            pitfalls.stop_process_group(child)
+        child.wait()
+        child.stdout.close()
+        stderr.close()
