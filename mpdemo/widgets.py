@@ -2,7 +2,8 @@
 
 The work happens in plain functions (:func:`explore`, :func:`describe`), which the tests call
 directly; the widget only reads its sliders, calls them and shows the answer. Nothing runs on a
-slider tick: a run starts processes, so it waits for the Run button.
+slider tick: a run starts processes, so it waits for the Run button. Every explorer is an
+:class:`Explorer`: sliders, a Run button, a readout and a picture.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import ipywidgets as widgets
+from matplotlib.figure import Figure
 
 from mpdemo import plots, workloads
 from mpdemo.chunking import chunked_map
@@ -71,41 +73,60 @@ def describe(run: ExplorerRun) -> str:
             f"{run.timeline.summary()} · results equal serial: {run.same_results}")
 
 
-class ChunkingExplorer(widgets.VBox):
-    """Sliders for processes, chunksize, row cost and rows; Run shows times and the timeline."""
+class Explorer(widgets.VBox):
+    """What every explorer shares: its sliders, a Run button, a readout and a picture.
 
-    def __init__(self) -> None:
-        style = {"description_width": "120px"}
-        layout = widgets.Layout(width="480px")
-        self.processes = widgets.IntSlider(value=cpu_count(), min=1, max=cpu_count(),
-                                           description="processes", style=style, layout=layout)
-        self.chunksize = widgets.SelectionSlider(options=CHUNKSIZES, value=16, description="chunksize",
-                                                 style=style, layout=layout)
-        self.cost_us = widgets.SelectionSlider(options=ROW_COSTS_US, value=100, description="row cost (µs)",
-                                               style=style, layout=layout)
-        self.rows = widgets.SelectionSlider(options=ROW_COUNTS, value=2000, description="rows",
-                                            style=style, layout=layout)
+    A subclass makes its sliders, passes them to ``__init__`` and defines :meth:`compute`, which
+    runs the experiment with the sliders' values and returns the readout (HTML) and a figure.
+    The Run button calls :meth:`run`; tests call it too, or click the button.
+    """
+
+    def __init__(self, sliders: list[widgets.Widget]) -> None:
         self.run_button = widgets.Button(description="Run", button_style="primary", icon="play")
         self.readout = widgets.HTML("Choose settings, then press <b>Run</b>.")
         # hidden until the first run, so the browser shows no broken-image icon
         self.picture = widgets.Image(format="png", layout=widgets.Layout(max_width="640px", display="none"))
         self.run_button.on_click(self.run)
-        super().__init__([self.processes, self.chunksize, self.cost_us, self.rows,
-                          self.run_button, self.readout, self.picture])
+        super().__init__([*sliders, self.run_button, self.readout, self.picture])
+
+    def compute(self) -> tuple[str, Figure]:
+        """Run the experiment with the current settings: the readout (HTML) and a figure."""
+        raise NotImplementedError
 
     def run(self, _button: widgets.Button | None = None) -> None:
-        """The Run button's callback: explore with the current settings and show the answer."""
+        """The Run button's callback: compute with the current settings and show the answer."""
         self.run_button.disabled = True
         self.readout.value = "running…"
         try:
-            run = explore(self.processes.value, self.chunksize.value, self.cost_us.value, self.rows.value)
-            self.readout.value = describe(run)
-            self.picture.value = plots.png(plots.timeline(run.timeline))
+            readout, figure = self.compute()
+            self.readout.value = readout
+            self.picture.value = plots.png(figure)
             self.picture.layout.display = ""
         except Exception as exc:  # show the failure where the learner is looking
             self.readout.value = f"<b>run failed</b>: {type(exc).__name__}: {exc}"
         finally:
             self.run_button.disabled = False
+
+
+def slider(kind: type[widgets.Widget], description: str, **settings) -> widgets.Widget:
+    """A slider of ``kind`` (``IntSlider``, ``SelectionSlider``…) in the explorers' common style."""
+    return kind(description=description, style={"description_width": "120px"},
+                layout=widgets.Layout(width="480px"), **settings)
+
+
+class ChunkingExplorer(Explorer):
+    """Sliders for processes, chunksize, row cost and rows; Run shows times and the timeline."""
+
+    def __init__(self) -> None:
+        self.processes = slider(widgets.IntSlider, "processes", value=cpu_count(), min=1, max=cpu_count())
+        self.chunksize = slider(widgets.SelectionSlider, "chunksize", options=CHUNKSIZES, value=16)
+        self.cost_us = slider(widgets.SelectionSlider, "row cost (µs)", options=ROW_COSTS_US, value=100)
+        self.rows = slider(widgets.SelectionSlider, "rows", options=ROW_COUNTS, value=2000)
+        super().__init__([self.processes, self.chunksize, self.cost_us, self.rows])
+
+    def compute(self) -> tuple[str, Figure]:
+        run = explore(self.processes.value, self.chunksize.value, self.cost_us.value, self.rows.value)
+        return describe(run), plots.timeline(run.timeline)
 
 
 def chunking_explorer() -> ChunkingExplorer:
