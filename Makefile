@@ -3,9 +3,11 @@
 #   make lab    open the course in JupyterLab
 #   make test   unit tests + every notebook (nbval) + the browser test under spawn; unit tests and
 #               notebooks under fork; notebooks under forkserver
+# Another interpreter gets a venv of its own beside .venv, e.g.
+#   make test PYTHON=python3.13         (.venv-python3.13)
 
 PYTHON ?= python3
-VENV := .venv
+VENV := $(if $(filter python3,$(PYTHON)),.venv,.venv-$(notdir $(PYTHON)))
 BIN := $(VENV)/bin
 # JupyterLab refuses to run as root without this flag (CI and containers run as root).
 ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root,)
