@@ -45,19 +45,18 @@ import.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import mpdemo
 from mpdemo import workloads
+from mpdemo.bench import Figure, Run, all_equal, arguments, at_least, at_most, below, finish, in_turns
 from mpdemo.chunking import default_chunksize, suggest_chunksize, sweep
 from mpdemo.context import start_workers
-from mpdemo.timing import Measurement, compare, speedup_table
+from mpdemo.timing import Measurement, speedup_table
 
 #: Figure 1, 2 and 5: microseconds of work per CPU-bound row (the brief asks for at least 20).
 HEAVY_COST_US = 25
@@ -84,68 +83,6 @@ class Sizes:
 
 FULL = Sizes(heavy_rows=100_000, light_rows=LIGHT_ROWS, rounds=3, close_rounds=5)
 QUICK = Sizes(heavy_rows=5_000, light_rows=5_000, rounds=1, close_rounds=2)
-
-
-@dataclass
-class Run:
-    """One contender: a label and a call without arguments; keeps the result of its last call."""
-
-    label: str
-    call: Callable[[], list]
-    result: list | None = None
-
-    def __call__(self) -> None:
-        self.result = self.call()
-
-
-def in_turns(runs: Sequence[Run], rounds: int, *, warmup: bool = True) -> dict[str, Measurement]:
-    """mpdemo's ``timing.compare`` on these runs, after one untimed warm-up round by default."""
-    return compare({run.label: run for run in runs}, rounds=rounds, warmup=int(warmup))
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a ratio should be: its text for the table and the test it must pass."""
-
-    text: str
-    met_by: Callable[[float], bool]
-
-
-def at_least(goal: float, note: str = "") -> Target:
-    return Target(f"≥ {goal:.2f}×{note}", lambda ratio: ratio >= goal)
-
-
-def at_most(goal: float) -> Target:
-    return Target(f"≤ {goal:.2f}×", lambda ratio: ratio <= goal)
-
-
-def below(goal: float) -> Target:
-    return Target(f"< {goal:.2f}×", lambda ratio: ratio < goal)
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One summary line: a measured ratio, its target (None: report only), results checked."""
-
-    name: str
-    ratio: float
-    target: Target | None
-    equal: bool
-
-    @property
-    def status(self) -> str:
-        if not self.equal:
-            return "FAIL"  # a wrong result fails whatever the speed
-        if self.target is None:
-            return "info"
-        return "PASS" if self.target.met_by(self.ratio) else "MISS"
-
-
-def all_equal(runs: Sequence[Run], reference: list) -> bool:
-    """Whether every run's last result equals the serial reference; says so, one line per run."""
-    for run in runs:
-        print(f"{run.label}: results equal serial: {run.result == reference}")
-    return all(run.result == reference for run in runs)
 
 
 def row_function(cost_us: float) -> Callable[[int], int]:
@@ -251,14 +188,6 @@ def libraries(func: Callable, items: list, pool: ProcessPoolExecutor, processes:
                   all_equal(runs, reference))
 
 
-def print_summary(figures: Sequence[Figure]) -> None:
-    width = max(len(f.name) for f in figures)
-    print(f"\n{'figure':<{width}}  {'measured':>8}  {'target':<27}  {'equal':<5}  result")
-    for f in figures:
-        target = f.target.text if f.target else "(report only)"
-        print(f"{f.name:<{width}}  {f.ratio:>7.2f}×  {target:<27}  {f.equal!s:<5}  {f.status}")
-
-
 def run_figures(sizes: Sizes, processes: int) -> list[Figure]:
     """All five figures on one warm process pool."""
     heavy, light = row_function(HEAVY_COST_US), row_function(LIGHT_COST_US)
@@ -278,25 +207,9 @@ def run_figures(sizes: Sizes, processes: int) -> list[Figure]:
     return figures
 
 
-def load_average() -> str:
-    """The 1-minute load average, where the system reports one. Above the core count, other
-    programs were competing for the cores, and the figures of this run suffer from it."""
-    return f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load average unknown"
-
-
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(description="The chunking figures: ratios, targets, PASS or MISS.")
-    parser.add_argument("--quick", action="store_true", help="a few thousand rows: a smoke run, not figures")
-    parser.add_argument("--strict", action="store_true", help="exit 1 if any figure is MISS or FAIL")
-    args = parser.parse_args(argv)
-    sizes = QUICK if args.quick else FULL
-    processes = mpdemo.cpu_count()
-    print(f"Python {sys.version.split()[0]}, start method {mpdemo.start_method()}, {processes} cores, "
-          f"{load_average()}{' (--quick: sizes too small for real figures)' if args.quick else ''}")
-    figures = run_figures(sizes, processes)
-    print(f"\n{load_average()} at the end, {processes} cores")
-    print_summary(figures)
-    return 1 if args.strict and any(f.status not in ("PASS", "info") for f in figures) else 0
+    args = arguments("The chunking figures: ratios, targets, PASS or MISS.", argv)
+    return finish(run_figures(QUICK if args.quick else FULL, mpdemo.cpu_count()), args)
 
 
 if __name__ == "__main__":  # required: spawned workers import this file again, and must not run it

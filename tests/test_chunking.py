@@ -10,7 +10,7 @@ import pytest
 
 from mpdemo import WorkerDied, WorkerError, chunked_map, default_chunksize, pitfalls, suggest_chunksize, workloads
 from mpdemo.chunking import item_cost, sweep
-from mpdemo.context import get_context, start_method, start_workers
+from mpdemo.context import get_context, start_workers
 from mpdemo.guard import NotSendable
 from mpdemo.timing import Timeline
 

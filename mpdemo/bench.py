@@ -1,0 +1,120 @@
+"""What every benchmark script shares: contenders timed in turns, ratios held against targets.
+
+A benchmark here is a *report*, not a test: it prints each figure (a ratio measured in this
+run, e.g. processes' time over serial time), the figure's target, whether every parallel result
+equalled the serial one, and PASS, MISS or FAIL. Only ratios from one run are compared, because
+absolute seconds differ between runs and machines. The scripts in ``benchmarks/`` build their
+figures with these pieces, and ``python -m mpdemo bench`` runs them all::
+
+    runs = [Run("serial", lambda: [f(x) for x in rows]), Run("processes", lambda: chunked_map(f, rows))]
+    times = in_turns(runs, rounds=3)
+    figure = Figure("processes vs serial", times["serial"].best / times["processes"].best,
+                    at_least(1.8), all_equal(runs[1:], runs[0].result))
+    return finish([figure], args)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mpdemo.context import cpu_count, start_method
+from mpdemo.timing import Measurement, compare
+
+
+@dataclass
+class Run:
+    """One contender: a label and a call without arguments; keeps the result of its last call."""
+
+    label: str
+    call: Callable[[], Any]
+    result: Any = None
+
+    def __call__(self) -> None:
+        self.result = self.call()
+
+
+def in_turns(runs: Sequence[Run], rounds: int, *, warmup: bool = True) -> dict[str, Measurement]:
+    """mpdemo's ``timing.compare`` on these runs, after one untimed warm-up round by default."""
+    return compare({run.label: run for run in runs}, rounds=rounds, warmup=int(warmup))
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a ratio should be: its text for the table and the test it must pass."""
+
+    text: str
+    met_by: Callable[[float], bool]
+
+
+def at_least(goal: float, note: str = "") -> Target:
+    return Target(f"≥ {goal:.2f}×{note}", lambda ratio: ratio >= goal)
+
+
+def at_most(goal: float) -> Target:
+    return Target(f"≤ {goal:.2f}×", lambda ratio: ratio <= goal)
+
+
+def below(goal: float) -> Target:
+    return Target(f"< {goal:.2f}×", lambda ratio: ratio < goal)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One summary line: a measured ratio, its target (None: report only), results checked."""
+
+    name: str
+    ratio: float
+    target: Target | None
+    equal: bool
+
+    @property
+    def status(self) -> str:
+        if not self.equal:
+            return "FAIL"  # a wrong result fails whatever the speed
+        if self.target is None:
+            return "info"
+        return "PASS" if self.target.met_by(self.ratio) else "MISS"
+
+
+def all_equal(runs: Sequence[Run], reference: Any) -> bool:
+    """Whether every run's last result equals the serial reference; says so, one line per run."""
+    for run in runs:
+        print(f"{run.label}: results equal serial: {run.result == reference}")
+    return all(run.result == reference for run in runs)
+
+
+def load_average() -> str:
+    """The 1-minute load average, where the system reports one. Above the core count, other
+    programs were competing for the cores, and the figures of this run suffer from it."""
+    return f"load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "load average unknown"
+
+
+def arguments(description: str, argv: list[str]) -> argparse.Namespace:
+    """The options every benchmark script takes (``--quick``, ``--strict``), parsed; prints the setting."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not figures")
+    parser.add_argument("--strict", action="store_true", help="exit 1 if any figure is MISS or FAIL")
+    args = parser.parse_args(argv)
+    print(f"Python {sys.version.split()[0]}, start method {start_method()}, {cpu_count()} cores, "
+          f"{load_average()}{' (--quick: sizes too small for real figures)' if args.quick else ''}")
+    return args
+
+
+def print_summary(figures: Sequence[Figure]) -> None:
+    width = max(len(f.name) for f in figures)
+    print(f"\n{'figure':<{width}}  {'measured':>8}  {'target':<27}  {'equal':<5}  result")
+    for f in figures:
+        target = f.target.text if f.target else "(report only)"
+        print(f"{f.name:<{width}}  {f.ratio:>7.2f}×  {target:<27}  {f.equal!s:<5}  {f.status}")
+
+
+def finish(figures: Sequence[Figure], args: argparse.Namespace) -> int:
+    """Print the load at the end and the summary; the exit status (1 only with --strict and a miss)."""
+    print(f"\n{load_average()} at the end, {cpu_count()} cores")
+    print_summary(figures)
+    return 1 if args.strict and any(f.status not in ("PASS", "info") for f in figures) else 0
