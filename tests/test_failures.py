@@ -7,7 +7,7 @@ it and its workers form one process group), waits until its workers are busy wit
 Ctrl-C and JupyterLab's interrupt do). The program reports when the KeyboardInterrupt reached
 it, then makes one more call.
 
-``CALLS`` lists each API's slow call; lessons that add a parallel API add a line there.
+:data:`CALLS` lists each API's calls; a lesson that adds a parallel API adds a line there.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import psutil
 import pytest
@@ -28,11 +29,13 @@ from mpdemo import pitfalls
 PROGRAM = """
 import functools, time
 from concurrent.futures import ProcessPoolExecutor
+import numpy as np
 import mpdemo
 from mpdemo import workloads
 
-slow = functools.partial(workloads.io_bound, seconds=10)  # each item takes 10 s
+slow = functools.partial(workloads.io_bound, seconds=10)  # takes 10 s for any item, row or block
 pool = ProcessPoolExecutor(2, mp_context=mpdemo.get_context()) if {passed} else None
+{setup}
 print("running", flush=True)
 try:
     {call}
@@ -43,13 +46,33 @@ if pool is not None:
         pool.submit(abs, 1)
     except RuntimeError as error:
         print("the passed pool is stopped:", error, flush=True)
-print("next call:", mpdemo.chunked_map(abs, [-1, -2], processes=2), flush=True)
+print("next call:", {again}, flush=True)
 """
 
-#: Each parallel API's slow call; ``executor=pool`` is the pool the program may pass in (or None).
+
+@dataclass(frozen=True)
+class Call:
+    """One parallel API in :data:`PROGRAM`: a slow call, and a quick one that must work afterwards.
+
+    ``setup`` runs first (it may write a file or make an array); ``call`` may use ``slow`` and,
+    when ``takes_pool``, ``executor=pool`` (a pool passed in, or None for the API's own);
+    ``again`` is an expression whose value must print as ``expected``.
+    """
+
+    call: str
+    again: str
+    expected: str
+    setup: str = ""
+    takes_pool: bool = True
+
+
+#: Every parallel API of mpdemo; a lesson that adds one adds a line here.
 CALLS = {
-    "chunked_map": "mpdemo.chunked_map(slow, range(8), processes=2, chunksize=1, executor=pool)",
+    "chunked_map": Call("mpdemo.chunked_map(slow, range(8), processes=2, chunksize=1, executor=pool)",
+                        again="mpdemo.chunked_map(abs, [-1, -2], processes=2)", expected="[1, 2]"),
 }
+CASES = [pytest.param(api, passed, id=f"{api}-{'passed pool' if passed else 'own pool'}")
+         for api, call in CALLS.items() for passed in ([False, True] if call.takes_pool else [False])]
 HELPERS = ("resource_tracker", "forkserver")  # multiprocessing's own long-lived helper processes
 
 
@@ -87,15 +110,15 @@ def wait_for(condition, timeout: float) -> bool:
     return True
 
 
-@pytest.mark.parametrize("api", CALLS)
-@pytest.mark.parametrize("passed", [False, True], ids=["own pool", "passed pool"])
+@pytest.mark.parametrize("api, passed", CASES)
 @pytest.mark.parametrize("to_group", [False, True], ids=["caller alone", "process group"])
 @pytest.mark.timeout(120)
 def test_ctrl_c_stops_everything_at_once(api: str, passed: bool, to_group: bool, tmp_path) -> None:
-    code = PROGRAM.format(passed=passed, call=CALLS[api])
+    spec = CALLS[api]
+    code = PROGRAM.format(passed=passed, setup=spec.setup, call=spec.call, again=spec.again)
     stderr = (tmp_path / "stderr.txt").open("w+")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr,
-                             text=True, start_new_session=True, env={**os.environ, "PYTHON_COLORS": "0"})
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True,
+                             start_new_session=True, cwd=tmp_path, env={**os.environ, "PYTHON_COLORS": "0"})
     lines = lines_of(child)
     try:
         assert lines.get(timeout=60) == "running"
@@ -112,7 +135,7 @@ def test_ctrl_c_stops_everything_at_once(api: str, passed: bool, to_group: bool,
 
         if passed:
             assert lines.get(timeout=10).startswith("the passed pool is stopped:")
-        assert lines.get(timeout=60) == "next call: [1, 2]"
+        assert lines.get(timeout=60) == f"next call: {spec.expected}"
         assert child.wait(timeout=30) == 0
         stderr.seek(0)
         errors = stderr.read()
