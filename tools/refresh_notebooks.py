@@ -26,6 +26,7 @@ def refresh(path: Path, timeout: int) -> None:
     nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
     for cell in notebook.cells:
+        cell.metadata.pop("execution", None)  # the kernel's timestamps: noise in every diff
         if cell.cell_type == "code" and CHECKED not in cell.source:
             cell.outputs, cell.execution_count = [], None
     nbformat.write(notebook, path)
