@@ -548,12 +548,10 @@ def work(func: Callable[[list[str]], Any], path: str, feed: str, on_error: str, 
     ignore_sigint()
     parent = multiprocessing.parent_process()
     with open(path, "rb") if feed == "ranges" else nullcontext() as file:
-        while True:
+        while parent.is_alive():
             try:
                 chunk = tasks.get(timeout=PARENT_CHECK_SECONDS)
             except queue.Empty:
-                if parent is not None and not parent.is_alive():
-                    return
                 continue
             if chunk is None:
                 return
