@@ -18,7 +18,9 @@ undefined and may differ between processes.)
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -175,3 +177,36 @@ def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
     if denominator == 0:
         return 0.0
     return min(1.0, max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / denominator))
+
+
+# ── Memory (lesson 03: what a queue holds) ───────────────────────────────────────────────────
+
+
+def memory_mb() -> float:
+    """This process's resident memory now, in MB (1 MB = 2**20 bytes).
+
+    Read from ``/proc`` on Linux, from psutil elsewhere when it is installed; without either
+    (macOS, Windows without psutil) it is :func:`peak_memory_mb`, the most it has been so far.
+    """
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return peak_memory_mb()
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def peak_memory_mb(children: bool = False) -> float:
+    """The most resident memory this process (or, with ``children``, the largest of its ended
+    and waited-for children) has used, in MB: ``getrusage``'s ``ru_maxrss``, which Linux gives in
+    KiB and macOS in bytes. 0.0 where there is no ``resource`` module (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
