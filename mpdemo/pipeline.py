@@ -563,6 +563,7 @@ def work(func: Callable[[list[str]], Any], path: str, feed: str, on_error: str, 
             if chunk is None:
                 return
             results.put(run_chunk(func, chunk, file, on_error, path))
+    results.cancel_join_thread()  # the parent is gone: do not wait at exit to send it what it cannot read
 
 
 def run_chunk(func: Callable[[list[str]], Any], chunk: RowsChunk | RangeChunk, file: BinaryIO | None,
