@@ -184,7 +184,7 @@ import sys
 
 import mpdemo
 from mpdemo import data
-from mpdemo.timing import peak_memory_mb
+from mpdemo.timing import memory_mb
 
 
 def total(row):                                  # quantity × unit price
@@ -220,7 +220,7 @@ def main(rows, row_function, workers=2, chunk_rows=1_000):
                 chunk = []
         if chunk:
             tasks.put(chunk)
-    print(f"peak memory with every chunk queued: {peak_memory_mb():.1f} MB", flush=True)
+    print(f"memory with every chunk queued: {memory_mb():.1f} MB", flush=True)
     processes = [ctx.Process(target=work, args=(tasks, results, row_function)) for _ in range(workers)]
     for process in processes:
         process.start()
@@ -343,7 +343,7 @@ def main(rows, row_function, workers=2, chunk_rows=1_000):
         if chunk:
             tasks.put((chunks * chunk_rows + 1, chunk))
             chunks += 1
-    print(f"peak memory with every chunk queued: {peak_memory_mb():.1f} MB", flush=True)
+    print(f"memory with every chunk queued: {memory_mb():.1f} MB", flush=True)
     processes = [ctx.Process(target=work, args=(tasks, results, row_function)) for _ in range(workers)]
     for process in processes:
         process.start()
@@ -393,6 +393,7 @@ def main(rows, row_function, workers=2, chunk_rows=1_000):
                 in_flight -= 1
             tasks.put((first, chunk))
             in_flight += 1
+        print(f"memory with the last chunks in flight: {memory_mb():.1f} MB", flush=True)
         for _ in range(in_flight):
             collect_one()
     for _ in processes:
@@ -400,7 +401,6 @@ def main(rows, row_function, workers=2, chunk_rows=1_000):
     for process in processes:
         process.join()                           # nothing is left to send: they end at once
     totals = [total for first in sorted(finished) for total in finished[first]]   # back in order
-    print(f"peak memory: {peak_memory_mb():.1f} MB", flush=True)
     print(f"{len(totals):,} results from {rows:,} rows")
 """))
 

@@ -185,8 +185,9 @@ def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
 def memory_mb() -> float:
     """This process's resident memory now, in MB (1 MB = 2**20 bytes).
 
-    Read from ``/proc`` on Linux, from psutil elsewhere when it is installed; without either
-    (macOS, Windows without psutil) it is :func:`peak_memory_mb`, the most it has been so far.
+    Read from ``/proc`` on Linux, from psutil elsewhere when it is installed. Without either
+    (macOS or Windows without psutil) the best the standard library offers is the *peak* so far,
+    ``ru_maxrss``; beware that Linux carries that peak over from the parent into a child process.
     """
     try:
         with open("/proc/self/statm") as statm:
@@ -196,17 +197,8 @@ def memory_mb() -> float:
     try:
         import psutil
     except ImportError:
-        return peak_memory_mb()
+        import resource  # no psutil: macOS, say (Windows has neither, and needs psutil)
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
     return psutil.Process().memory_info().rss / 2**20
-
-
-def peak_memory_mb(children: bool = False) -> float:
-    """The most resident memory this process (or, with ``children``, the largest of its ended
-    and waited-for children) has used, in MB: ``getrusage``'s ``ru_maxrss``, which Linux gives in
-    KiB and macOS in bytes. 0.0 where there is no ``resource`` module (Windows)."""
-    try:
-        import resource
-    except ImportError:
-        return 0.0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10

@@ -128,6 +128,13 @@ def busy_order_total(row: list[str], loops: int = 1_000) -> float:
     return order_total(row)
 
 
+def slow_on(row: list[str], order_id: str = "1", seconds: float = 0.5) -> str:
+    """The order id of a CSV row; the row with ``order_id`` takes ``seconds`` first (one slow row)."""
+    if row[0] == order_id:
+        time.sleep(seconds)
+    return row[0]
+
+
 def chunk_worker(tasks, results, loops: int) -> None:
     """A worker process's whole life in the queue explorer: chunks in, progress reports out.
 

@@ -62,13 +62,6 @@ def lock_for_order_7(row: list[str]):
     return threading.Lock() if row[0] == "7" else row[0]
 
 
-def slow_first(row: list[str]) -> str:
-    """Order 1 takes a second, every other row no time."""
-    if row[0] == "1":
-        time.sleep(1.0)
-    return row[0]
-
-
 @pytest.fixture(scope="module")
 def orders(tmp_path_factory) -> Path:
     """3,000 orders with quoted commas, quoted line breaks and a bad row every 97."""
@@ -405,6 +398,7 @@ def test_a_slow_consumer_stops_the_reader(orders):
 def test_one_slow_chunk_holds_the_reader_instead_of_piling_results_up(orders):
     """ordered=True: chunk 0 takes a second; the others wait in the reorder buffer, no more than a window."""
     window = CHUNKS_IN_FLIGHT_PER_PROCESS * 2
+    slow_first = functools.partial(workloads.slow_on, order_id="1", seconds=1.0)
     with stream_csv(orders, slow_first, processes=2, chunksize=10) as stream:
         assert next(stream) == "1"
         assert stream.chunks_read <= window + 1
