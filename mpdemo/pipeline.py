@@ -169,7 +169,7 @@ def stream_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, pro
         order, after the results of every row before it when ``ordered``); ``"skip"``: bad rows
         go to ``.skipped`` as ``(line, reason)`` and the stream goes on.
     ordered: results in the file's order (default), or chunk by chunk as they finish.
-    header: the first row is a header and not passed to ``func``.
+    header: the first row (blank lines aside) is a header, not passed to ``func``.
     progress: a tqdm bar over the file's bytes.
     feed: ``"rows"``: this process parses and ships rows; ``"ranges"``: it ships byte ranges that
         each worker reads and parses itself (see :func:`byte_ranges`).
@@ -181,17 +181,27 @@ def stream_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, pro
     1-based lines of the file where each row starts (the header is line 1); a quoted field with
     line breaks makes a row span several lines.
 
-    Nothing runs until you iterate. Use it in a ``with`` block, or iterate it to the end: either
-    stops the workers. ``.skipped`` and ``.rows_read`` are final when it is exhausted, and then
-    ``rows_read == results + len(skipped)``.
+    Raises, besides :class:`RowError`: :class:`~mpdemo.guard.NotSendable` at once for a function
+    the workers cannot receive (a lambda; under spawn, a notebook cell's function), or later
+    naming the line whose result cannot be sent back; :class:`~mpdemo.chunking.WorkerDied` within
+    moments when a worker is killed; :class:`SplitError` when ``feed="ranges"`` meets quoting
+    that is not RFC 4180; ``FileNotFoundError`` or ``IsADirectoryError`` at once.
+
+    Nothing runs until you iterate. The workers stop when it ends, raises, is interrupted
+    (Ctrl-C), is closed (``close()``, the end of a ``with`` block) or is dropped (a ``break``
+    out of a ``for`` loop over it). ``.skipped`` and ``.rows_read`` are final when it is
+    exhausted, and then ``rows_read`` is the number of results plus ``len(skipped)``.
     """
     return CsvStream(path, func, processes=processes, chunksize=chunksize, on_error=on_error, ordered=ordered,
                      header=header, progress=progress, feed=feed, timeline=timeline)
 
 
-def process_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], **options: Any) -> PipelineResult:
-    """:func:`stream_csv` collected into a :class:`PipelineResult` (same options)."""
-    with stream_csv(path, func, **options) as stream:
+def process_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, processes: int | None = None,
+                chunksize: int | None = None, on_error: str = "raise", ordered: bool = True, header: bool = True,
+                progress: bool = False, feed: str = "rows", timeline: Timeline | None = None) -> PipelineResult:
+    """:func:`stream_csv` collected into a :class:`PipelineResult`; the options are the same."""
+    with stream_csv(path, func, processes=processes, chunksize=chunksize, on_error=on_error, ordered=ordered,
+                    header=header, progress=progress, feed=feed, timeline=timeline) as stream:
         results = list(stream)
     return PipelineResult(results, stream.skipped, stream.rows_read)
 
