@@ -14,6 +14,7 @@ import functools
 import gc
 import io
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ import pytest
 from tqdm import tqdm
 
 import mpdemo
-from mpdemo import data, pitfalls, workloads
+from mpdemo import data, pipeline, pitfalls, workloads
 from mpdemo.chunking import CHUNKS_IN_FLIGHT_PER_PROCESS, WorkerDied
 from mpdemo.guard import NotSendable
 from mpdemo.pipeline import RowError, SplitError, byte_ranges, process_csv, records, stream_csv
@@ -130,11 +131,30 @@ def edge_file(request, tmp_path) -> Path:
     return path
 
 
+def in_process(path: Path, func, feed: str, chunksize: int = 1, header: bool = True) -> list[pipeline.ChunkDone]:
+    """The pipeline's reader and worker code, run here one chunk after another, without processes."""
+    run = pipeline.Pipeline(path, func, processes=1, chunksize=chunksize, on_error="skip", ordered=True,
+                            header=header, progress=False, feed=feed, timeline=None)
+    chunks = run._range_chunks() if feed == "ranges" else run._row_chunks()
+    with open(path, "rb") as file:
+        return [pickle.loads(pipeline.run_chunk(func, chunk, file, "skip", str(path))) for chunk, _ in chunks]
+
+
 @pytest.mark.parametrize("feed", FEEDS)
 def test_edge_files_give_csv_readers_rows_and_lines(edge_file, feed):
     """Every row with its line, via a function that rejects every row (chunksize 1: tiny byte ranges)."""
-    result = process_csv(edge_file, reject, processes=1, chunksize=1, on_error="skip", feed=feed)
-    assert result.skipped == rejected(edge_file)
+    done = in_process(edge_file, reject, feed)
+    assert [skip for chunk in done for skip in chunk.skipped] == rejected(edge_file)
+    assert sum(chunk.rows for chunk in done) == len(rejected(edge_file))
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+@pytest.mark.parametrize("name", ["crlf", "blank lines", "byte-order mark", "lone cr line ends"])
+def test_edge_files_through_worker_processes(tmp_path, name, feed):
+    path = tmp_path / "edge.csv"
+    path.write_bytes(EDGE_FILES[name])
+    result = process_csv(path, reject, processes=2, chunksize=1, on_error="skip", feed=feed)
+    assert result.skipped == rejected(path)
     assert result.rows_read == len(result.skipped) and result.results == []
 
 
