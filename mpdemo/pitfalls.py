@@ -248,6 +248,12 @@ def edit(script: str, *changes: tuple[str, str]) -> str:
     return script
 
 
+def with_main(script: str, main: str) -> str:
+    """``script`` with its ``main`` function replaced by ``main`` (source text)."""
+    head, rest = script.split("def main(", 1)
+    return head + main + "\n\nif __name__" + rest.split("\nif __name__", 1)[1]
+
+
 #: Repair 1: read every chunk's result before joining: the workers can end, and no result is lost.
 DRAINED_PIPELINE = edit(BROKEN_PIPELINE, ("""\
         chunk = []
@@ -327,42 +333,7 @@ def work(tasks, results, row_function):          # each worker process
 """))
 
 #: Repair 3: a bounded queue, read as the workers go (backpressure), results put back in order.
-BOUNDED_PIPELINE = edit(CHECKED_PIPELINE, ("import csv\n", "import csv\nimport itertools\n"), ("""\
-def main(rows, row_function, workers=2, chunk_rows=1_000):
-    ctx = mpdemo.get_context()
-    tasks, results = ctx.Queue(), ctx.Queue()    # no bound
-    with open(data.orders_csv(rows), newline="") as f:
-        reader = csv.reader(f)
-        next(reader)                             # the header
-        chunk, chunks = [], 0
-        for row in reader:                       # the whole file goes into the queue
-            chunk.append(row)
-            if len(chunk) == chunk_rows:
-                tasks.put((chunks * chunk_rows + 1, chunk))
-                chunk, chunks = [], chunks + 1
-        if chunk:
-            tasks.put((chunks * chunk_rows + 1, chunk))
-            chunks += 1
-    print(f"memory with every chunk queued: {memory_mb():.1f} MB", flush=True)
-    processes = [ctx.Process(target=work, args=(tasks, results, row_function)) for _ in range(workers)]
-    for process in processes:
-        process.start()
-    for _ in processes:
-        tasks.put(None)                          # one sentinel per worker
-    totals = []
-    for _ in range(chunks):
-        first, chunk_totals, error = results.get(timeout=60)
-        if error:
-            for process in processes:
-                process.terminate()
-            tasks.cancel_join_thread()           # at exit, do not wait to send chunks nobody reads
-            raise RuntimeError(error)
-        totals += chunk_totals                   # (in the order the chunks finished)
-    print("joining the workers", flush=True)
-    for process in processes:
-        process.join()                           # ...then wait for the workers to end
-    print(f"{len(totals):,} results from {rows:,} rows")
-""", """\
+BOUNDED_PIPELINE = edit(with_main(CHECKED_PIPELINE, """\
 def main(rows, row_function, workers=2, chunk_rows=1_000):
     ctx = mpdemo.get_context()
     tasks, results = ctx.Queue(maxsize=2 * workers), ctx.Queue()   # bounded
@@ -402,7 +373,7 @@ def main(rows, row_function, workers=2, chunk_rows=1_000):
         process.join()                           # nothing is left to send: they end at once
     totals = [total for first in sorted(finished) for total in finished[first]]   # back in order
     print(f"{len(totals):,} results from {rows:,} rows")
-"""))
+"""), ("import csv\n", "import csv\nimport itertools\n"))
 
 
 def diff(before: str, after: str) -> str:
