@@ -185,9 +185,9 @@ def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
 def memory_mb() -> float:
     """This process's resident memory now, in MB (1 MB = 2**20 bytes).
 
-    Read from ``/proc`` on Linux, from psutil elsewhere when it is installed. Without either
-    (macOS or Windows without psutil) the best the standard library offers is the *peak* so far,
-    ``ru_maxrss``; beware that Linux carries that peak over from the parent into a child process.
+    Read from ``/proc`` on Linux, from psutil elsewhere when it is installed. Without either,
+    macOS offers only the *peak* so far (``ru_maxrss``, which Linux would even carry over from a
+    parent into its child), and Windows nothing: NaN, which plots as a gap.
     """
     try:
         with open("/proc/self/statm") as statm:
@@ -197,8 +197,10 @@ def memory_mb() -> float:
     try:
         import psutil
     except ImportError:
-        import resource  # no psutil: macOS, say (Windows has neither, and needs psutil)
-
+        try:
+            import resource
+        except ImportError:  # Windows
+            return float("nan")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
     return psutil.Process().memory_info().rss / 2**20
