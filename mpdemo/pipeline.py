@@ -276,67 +276,71 @@ class Pipeline:
         stops the workers however it ends (exhausted, an error, Ctrl-C, closed, dropped)."""
         from tqdm.auto import tqdm  # imported here: workers import this module and never need it
 
-        ctx = get_context()
-        tasks, results = ctx.Queue(maxsize=self.window), ctx.Queue()
-        tasks._ignore_epipe = True  # see _let_go; set before the queue starts its feeder thread
-        workers: list[BaseProcess] = []
-        reader = self._range_chunks() if self.feed == "ranges" else self._row_chunks()
-        sizes: dict[int, int] = {}  # seq -> bytes of the file in that chunk, for the progress bar
+        self.ctx = get_context()
+        self.tasks, self.results = self.ctx.Queue(maxsize=self.window), self.ctx.Queue()
+        self.tasks._ignore_epipe = True  # see _let_go; set before the queue starts its feeder thread
+        self.workers: list[BaseProcess] = []
+        reader = self._range_chunks() if self.feed == "ranges" else self._row_chunks()  # a local: see _send_more
+        self.sizes: dict[int, int] = {}  # seq -> bytes of the file in that chunk, for the progress bar
         waiting: dict[int, ChunkDone] = {}  # the reorder buffer
         finished = False
-        bar = tqdm(total=os.path.getsize(self.path), disable=not self.progress, unit="B", unit_scale=True)
+        self.bar = tqdm(total=os.path.getsize(self.path), disable=not self.progress, unit="B", unit_scale=True)
         if self.timeline is not None:
             self.timeline.began = time.time()
         try:
-            self._send_more(reader, tasks, workers, sizes, ctx, results)
+            self._send_more(reader)
             while self.chunks_read > self.delivered:
-                done = self._receive(results, workers)
+                done = self._receive()
                 waiting[done.seq] = done
-                for done in _in_order(waiting, self.delivered) if self.ordered else [waiting.pop(done.seq)]:
+                ready = _in_order(waiting, self.delivered) if self.ordered else [waiting.pop(done.seq)]
+                for chunk in ready:
                     self.delivered += 1
-                    self._send_more(reader, tasks, workers, sizes, ctx, results)  # workers stay busy meanwhile
-                    bar.update(sizes.pop(done.seq))
-                    yield from self._hand_over(done)
-            for _ in workers:
-                tasks.put(None)  # the sentinel: "no more chunks", one per worker
-            for process in workers:
+                    self._send_more(reader)  # read ahead, so that the workers are busy while you use these
+                    yield from self._hand_over(chunk)
+            for _ in self.workers:
+                self.tasks.put(None)  # the sentinel: "no more chunks", one per worker
+            for process in self.workers:
                 process.join(timeout=10)
-            bar.update(bar.total - bar.n)  # what follows the last row (line breaks) counts too
+            self.bar.update(self.bar.total - self.bar.n)  # what follows the last row (line breaks) counts too
             finished = True
         finally:
-            bar.close()
+            self.bar.close()
             reader.close()
-            stop_processes(workers)  # at once after an error or an early stop; normally they have left
+            stop_processes(self.workers)  # at once after an error or an early stop; normally they have left
             if not finished:
-                _let_go(tasks)
-            tasks.close()
-            results.close()
+                _let_go(self.tasks)
+            self.tasks.close()
+            self.results.close()
 
-    def _send_more(self, reader: Iterator[tuple[RowsChunk | RangeChunk, int]], tasks: Any,
-                   workers: list[BaseProcess], sizes: dict[int, int], ctx: Any, results: Any) -> None:
-        """Read and send chunks until ``window`` chunks are in flight or the file is read."""
+    def _send_more(self, reader: Iterator[tuple[RowsChunk | RangeChunk, int]]) -> None:
+        """Read and send chunks until ``window`` chunks are in flight or the file is read.
+
+        (The reader is no attribute: it refers to this object, and the cycle would keep the
+        queues alive until the garbage collector came by.)
+        """
         while self.chunks_read - self.delivered < self.window:
             item = next(reader, None)
             if item is None:
                 return
-            chunk, sizes[chunk.seq] = item  # the chunk, and how many bytes of the file it covers
-            if len(workers) < self.processes:  # start workers only as chunks need them
+            chunk, size = item
+            self.sizes[chunk.seq] = size
+            if len(self.workers) < self.processes:  # start workers only as chunks need them
                 # daemon: should this process exit without stopping them, multiprocessing does
-                process = ctx.Process(target=work, name="mpdemo-pipeline-worker", daemon=True,
-                                      args=(self.func, self.path, self.feed, self.on_error, tasks, results))
+                process = self.ctx.Process(target=work, name="mpdemo-pipeline-worker", daemon=True, args=(
+                    self.func, self.path, self.feed, self.on_error, self.tasks, self.results))
                 process.start()
-                workers.append(process)
-            tasks.put(chunk)  # never blocks: the queue holds `window` chunks, and fewer are in flight
+                self.workers.append(process)
+            self.tasks.put(chunk)  # never blocks: the queue holds `window` chunks, and fewer are in flight
             self.chunks_read += 1
 
-    def _receive(self, results: Any, workers: list[BaseProcess]) -> ChunkDone:
+    def _receive(self) -> ChunkDone:
         """The next chunk a worker finished. Never waits on the queue alone: a dead worker raises."""
         while True:
             try:
-                message = results.get(timeout=POLL_SECONDS)
+                message = self.results.get(timeout=POLL_SECONDS)
             except queue.Empty:
                 message = None
-            dead = [p for p in workers if p.exitcode is not None]
+            dead = [p for p in self.workers if p.exitcode is not None]
             if dead:
                 raise WorkerDied(f"a worker process died unexpectedly while processing {self.path} "
                                  f"({describe_dead_processes(dead)}); the other workers were stopped and "
@@ -346,6 +350,7 @@ class Pipeline:
 
     def _hand_over(self, done: ChunkDone) -> Iterator[Any]:
         """Account for one chunk, then yield its results; raise its error, if it has one."""
+        self.bar.update(self.sizes.pop(done.seq))
         self.rows_read += done.rows
         self.skipped += done.skipped
         if self.timeline is not None:
