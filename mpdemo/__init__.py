@@ -33,3 +33,8 @@ __all__ = [
     "start_method",
     "suggest_chunksize",
 ]
+
+# Lesson 03: the streaming CSV pipeline.
+from mpdemo.pipeline import CsvStream, PipelineResult, RowError, process_csv, stream_csv  # noqa: E402
+
+__all__ += ["CsvStream", "PipelineResult", "RowError", "process_csv", "stream_csv"]

@@ -39,8 +39,9 @@ import pickle
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 import numpy as np
@@ -158,11 +159,21 @@ def stop_workers(executor: Executor, grace: float = 2.0) -> None:
     down without waiting.
     """
     workers = _workers(executor)
-    for process in workers:
-        process.terminate()
     executor.shutdown(wait=False, cancel_futures=True)
+    stop_processes(workers, grace)
+
+
+def stop_processes(processes: Iterable[BaseProcess], grace: float = 2.0) -> None:
+    """Terminate processes now (SIGTERM), and SIGKILL any still there after ``grace`` seconds.
+
+    For worker processes started directly (``ctx.Process``), as :mod:`mpdemo.pipeline` does;
+    :func:`stop_workers` does the same for a pool's workers.
+    """
+    processes = list(processes)
+    for process in processes:
+        process.terminate()
     deadline = time.monotonic() + grace
-    for process in workers:
+    for process in processes:
         process.join(max(0.0, deadline - time.monotonic()))
         if process.exitcode is None:
             process.kill()
@@ -175,11 +186,19 @@ def describe_dead_workers(executor: Executor, wait: float = 1.0) -> str:
     A broken pool terminates its remaining workers itself (SIGTERM), so those are named only
     when no worker ended another way. Waits up to ``wait`` seconds for the pool to reap them.
     """
-    workers = _workers(executor)
+    return describe_dead_processes(_workers(executor), wait)
+
+
+def describe_dead_processes(processes: Iterable[BaseProcess], wait: float = 0.0) -> str:
+    """How processes that should still be running ended, in words (see :func:`describe_dead_workers`).
+
+    Waits up to ``wait`` seconds for all of them to have ended; those still running are not named.
+    """
+    processes = list(processes)
     deadline = time.monotonic() + wait
-    while any(p.exitcode is None for p in workers) and time.monotonic() < deadline:
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
         time.sleep(0.02)
-    codes = {p.pid: p.exitcode for p in workers if p.exitcode}
+    codes = {p.pid: p.exitcode for p in processes if p.exitcode}
     first = {pid: code for pid, code in codes.items() if code != -signal.SIGTERM} or codes
     return "; ".join(f"pid {pid} was killed by {_signal_name(-code)}" if code < 0 else
                      f"pid {pid} exited with code {code}, from an error outside your function (its "

@@ -156,12 +156,12 @@ def run_code(code: str, *, timeout: float = 10) -> Outcome:
     return run_python(["-c", code], timeout=timeout)
 
 
-def run_script(source: str, *, timeout: float = 10) -> Outcome:
-    """Save ``source`` as a script file and run it with ``python script.py``."""
+def run_script(source: str, *args: str, timeout: float = 10) -> Outcome:
+    """Save ``source`` as a script file and run it with ``python script.py *args``."""
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "script.py"
         script.write_text(source)
-        return run_python([str(script)], timeout=timeout)
+        return run_python([str(script), *args], timeout=timeout)
 
 
 def one_row_per_task(array: np.ndarray, processes: int, *, timeout: float = 120) -> list[float]:
@@ -172,3 +172,213 @@ def one_row_per_task(array: np.ndarray, processes: int, *, timeout: float = 120)
     """
     with get_context().Pool(processes) as pool:
         return pool.map_async(workloads.sum_of_squares, array, chunksize=1).get(timeout)
+
+
+# ── Anti-pattern 2: a CSV pipeline that hangs, loses rows and hides errors (lesson 03) ─────────
+
+#: The broken pipeline: ``python script.py ROWS numbers|strings`` reads the orders CSV of ROWS rows
+#: (``mpdemo.data.orders_csv``) and totals each row. Run it with :func:`run_script`.
+BROKEN_PIPELINE = '''\
+import csv
+import sys
+
+import mpdemo
+from mpdemo import data
+from mpdemo.timing import memory_mb
+
+
+def total(row):                                  # quantity × unit price
+    return int(row[3]) * float(row[4])
+
+
+def total_of_strings(row):                       # the same, forgetting that csv gives strings
+    return row[3] * row[4]
+
+
+def work(tasks, results, row_function):          # each worker process
+    for chunk in iter(tasks.get, None):          # take chunks until the sentinel
+        totals = []
+        for row in chunk:
+            try:
+                totals.append(row_function(row))
+            except Exception:
+                pass                             # skip a bad row (and tell nobody)
+        results.put(totals)                      # one result per chunk
+
+
+def main(rows, row_function, workers=2, chunk_rows=1_000):
+    ctx = mpdemo.get_context()
+    tasks, results = ctx.Queue(), ctx.Queue()    # no bound
+    with open(data.orders_csv(rows), newline="") as f:
+        reader = csv.reader(f)
+        next(reader)                             # the header
+        chunk = []
+        for row in reader:                       # the whole file goes into the queue
+            chunk.append(row)
+            if len(chunk) == chunk_rows:
+                tasks.put(chunk)
+                chunk = []
+        if chunk:
+            tasks.put(chunk)
+    print(f"memory with every chunk queued: {memory_mb():.1f} MB", flush=True)
+    processes = [ctx.Process(target=work, args=(tasks, results, row_function)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        tasks.put(None)                          # one sentinel per worker
+    totals = []
+    for _ in processes:
+        totals += results.get()                  # one result per worker...
+    print("joining the workers", flush=True)
+    for process in processes:
+        process.join()                           # ...then wait for the workers to end
+    print(f"{len(totals):,} results from {rows:,} rows")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), {"numbers": total, "strings": total_of_strings}[sys.argv[2]])
+'''
+
+def edit(script: str, *changes: tuple[str, str]) -> str:
+    """``script`` with each ``(old, new)`` change made; each ``old`` must occur exactly once."""
+    for old, new in changes:
+        if script.count(old) != 1:
+            raise ValueError(f"expected exactly one {old!r} in the script")
+        script = script.replace(old, new)
+    return script
+
+
+def with_main(script: str, main: str) -> str:
+    """``script`` with its ``main`` function replaced by ``main`` (source text)."""
+    head, rest = script.split("def main(", 1)
+    return head + main + "\n\nif __name__" + rest.split("\nif __name__", 1)[1]
+
+
+#: Repair 1: read every chunk's result before joining: the workers can end, and no result is lost.
+DRAINED_PIPELINE = edit(BROKEN_PIPELINE, ("""\
+        chunk = []
+        for row in reader:                       # the whole file goes into the queue
+            chunk.append(row)
+            if len(chunk) == chunk_rows:
+                tasks.put(chunk)
+                chunk = []
+        if chunk:
+            tasks.put(chunk)
+""", """\
+        chunk, chunks = [], 0
+        for row in reader:                       # the whole file goes into the queue
+            chunk.append(row)
+            if len(chunk) == chunk_rows:
+                tasks.put(chunk)
+                chunk, chunks = [], chunks + 1
+        if chunk:
+            tasks.put(chunk)
+            chunks += 1
+"""), ("""\
+    for _ in processes:
+        totals += results.get()                  # one result per worker...
+""", """\
+    for _ in range(chunks):
+        totals += results.get(timeout=60)        # every chunk's result, before joining
+"""))
+
+#: Repair 2: a failing row travels back as an error naming the row, and stops the run.
+CHECKED_PIPELINE = edit(DRAINED_PIPELINE, ("""\
+def work(tasks, results, row_function):          # each worker process
+    for chunk in iter(tasks.get, None):          # take chunks until the sentinel
+        totals = []
+        for row in chunk:
+            try:
+                totals.append(row_function(row))
+            except Exception:
+                pass                             # skip a bad row (and tell nobody)
+        results.put(totals)                      # one result per chunk
+""", """\
+def work(tasks, results, row_function):          # each worker process
+    for first, chunk in iter(tasks.get, None):   # take numbered chunks until the sentinel
+        totals, error = [], None
+        for number, row in enumerate(chunk, first):
+            try:
+                totals.append(row_function(row))
+            except Exception as exc:             # say which row failed, and why
+                error = f"row {number:,}: {type(exc).__name__}: {exc}"
+                break
+        results.put((first, totals, error))      # one result per chunk, with its number
+"""), ("""\
+            if len(chunk) == chunk_rows:
+                tasks.put(chunk)
+                chunk, chunks = [], chunks + 1
+        if chunk:
+            tasks.put(chunk)
+            chunks += 1
+""", """\
+            if len(chunk) == chunk_rows:
+                tasks.put((chunks * chunk_rows + 1, chunk))
+                chunk, chunks = [], chunks + 1
+        if chunk:
+            tasks.put((chunks * chunk_rows + 1, chunk))
+            chunks += 1
+"""), ("""\
+    for _ in range(chunks):
+        totals += results.get(timeout=60)        # every chunk's result, before joining
+""", """\
+    for _ in range(chunks):
+        first, chunk_totals, error = results.get(timeout=60)
+        if error:
+            for process in processes:
+                process.terminate()
+            tasks.cancel_join_thread()           # at exit, do not wait to send chunks nobody reads
+            raise RuntimeError(error)
+        totals += chunk_totals                   # (in the order the chunks finished)
+"""))
+
+#: Repair 3: a bounded queue, read as the workers go (backpressure), results put back in order.
+BOUNDED_PIPELINE = edit(with_main(CHECKED_PIPELINE, """\
+def main(rows, row_function, workers=2, chunk_rows=1_000):
+    ctx = mpdemo.get_context()
+    tasks, results = ctx.Queue(maxsize=2 * workers), ctx.Queue()   # bounded
+    processes = [ctx.Process(target=work, args=(tasks, results, row_function)) for _ in range(workers)]
+    for process in processes:
+        process.start()                          # first: they take chunks while we read
+    finished = {}                                # each chunk's totals, by its first row's number
+
+    def collect_one():
+        first, chunk_totals, error = results.get(timeout=60)
+        if error:
+            for process in processes:
+                process.terminate()
+            tasks.cancel_join_thread()           # at exit, do not wait to send chunks nobody reads
+            raise RuntimeError(error)
+        finished[first] = chunk_totals
+
+    with open(data.orders_csv(rows), newline="") as f:
+        reader = csv.reader(f)
+        next(reader)                             # the header
+        in_flight = 0
+        for first in itertools.count(1, chunk_rows):
+            chunk = list(itertools.islice(reader, chunk_rows))   # read one chunk at a time
+            if not chunk:
+                break
+            if in_flight == 2 * workers:         # backpressure: read on only as results come back
+                collect_one()
+                in_flight -= 1
+            tasks.put((first, chunk))
+            in_flight += 1
+        print(f"memory with the last chunks in flight: {memory_mb():.1f} MB", flush=True)
+        for _ in range(in_flight):
+            collect_one()
+    for _ in processes:
+        tasks.put(None)                          # one sentinel per worker
+    for process in processes:
+        process.join()                           # nothing is left to send: they end at once
+    totals = [total for first in sorted(finished) for total in finished[first]]   # back in order
+    print(f"{len(totals):,} results from {rows:,} rows")
+"""), ("import csv\n", "import csv\nimport itertools\n"))
+
+
+def diff(before: str, after: str) -> str:
+    """The lines that changed from one script to the next, as a unified diff."""
+    import difflib
+
+    return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
+                                        "before", "after", n=1))

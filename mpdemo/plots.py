@@ -96,3 +96,27 @@ def png(figure: Figure, dpi: int = 80) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def queue_depth(run, *, title: str = "", ax: Axes | None = None) -> Figure:
+    """A queue explorer run (``mpdemo.widgets.QueueRun``) over time: chunks waiting in the queue
+    and being worked on (stacked), the queue's bound, and the parent's memory on a second axis."""
+    ax = _axes(ax)
+    times = [s.seconds for s in run.samples]
+    ax.stackplot(times, [s.waiting for s in run.samples], [s.working for s in run.samples], step="post",
+                 colors=["tab:orange", "tab:blue"], labels=["waiting in the queue", "being worked on"])
+    if run.bound:
+        ax.axhline(run.bound, color="tab:red", linestyle="--", label=f"queue bound ({run.bound})")
+    ax.set_xlabel("seconds since the reader started")
+    ax.set_ylabel("chunks")
+    memory = ax.twinx()
+    memory.plot(times, [s.memory_mb - run.samples[0].memory_mb for s in run.samples], color="black",
+                linewidth=1, label="parent memory (MB above start)")
+    memory.set_ylabel("parent memory (MB above start)")
+    memory.set_ylim(bottom=min(0.0, memory.get_ylim()[0]))
+    handles = ax.get_legend_handles_labels()[0] + memory.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2,
+              fontsize=8)
+    ax.set_title(title or f"{run.workers} workers, queue bound {run.bound_text}: {run.throughput:,.0f} rows/s",
+                 fontsize=9)
+    return ax.figure

@@ -18,7 +18,9 @@ undefined and may differ between processes.)
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -175,3 +177,30 @@ def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
     if denominator == 0:
         return 0.0
     return min(1.0, max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / denominator))
+
+
+# ── Memory (lesson 03: what a queue holds) ───────────────────────────────────────────────────
+
+
+def memory_mb() -> float:
+    """This process's resident memory now, in MB (1 MB = 2**20 bytes).
+
+    Read from ``/proc`` on Linux, from psutil elsewhere when it is installed. Without either,
+    macOS offers only the *peak* so far (``ru_maxrss``, which Linux would even carry over from a
+    parent into its child), and Windows nothing: NaN, which plots as a gap.
+    """
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        try:
+            import resource
+        except ImportError:  # Windows
+            return float("nan")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+    return psutil.Process().memory_info().rss / 2**20

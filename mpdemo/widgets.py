@@ -9,6 +9,8 @@ slider tick: a run starts processes, so it waits for the Run button. Every explo
 from __future__ import annotations
 
 import functools
+import queue
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +21,8 @@ from matplotlib.figure import Figure
 from mpdemo import plots, workloads
 from mpdemo.chunking import chunked_map
 from mpdemo.context import cpu_count, get_context, start_workers
-from mpdemo.timing import Timeline
+from mpdemo.guard import stop_processes
+from mpdemo.timing import Timeline, memory_mb
 
 CHUNKSIZES = [2**k for k in range(13)]  # 1 … 4096, a log scale
 ROW_COSTS_US = [1, 3, 10, 30, 100, 300, 1000]
@@ -132,3 +135,187 @@ class ChunkingExplorer(Explorer):
 def chunking_explorer() -> ChunkingExplorer:
     """The chunking explorer of notebook 02."""
     return ChunkingExplorer()
+
+
+# ── The queue explorer (lesson 03) ───────────────────────────────────────────────────────────
+
+QUEUE_BOUNDS = [("1", 1), ("2", 2), ("4", 4), ("8", 8), ("16", 16), ("64", 64), ("unbounded", 0)]
+READER_COSTS_US = [1, 3, 10, 30, 100, 300, 1000]
+#: Each simulated chunk: rows of work, and the bytes that stand for their data in memory.
+CHUNK_ROWS = 50
+CHUNK_BYTES = 2**20
+
+
+@dataclass(frozen=True)
+class QueueSample:
+    """What the parent knew at one moment: chunks sent, started and finished by workers, its memory."""
+
+    seconds: float
+    sent: int
+    started: int
+    done: int
+    memory_mb: float
+
+    @property
+    def waiting(self) -> int:
+        """Chunks in the queue: sent, not yet taken by a worker."""
+        return self.sent - self.started
+
+    @property
+    def working(self) -> int:
+        """Chunks a worker has taken and not finished."""
+        return self.started - self.done
+
+
+@dataclass(frozen=True)
+class QueueRun:
+    """One queue explorer run: the settings, what was sampled, and how long the reader waited."""
+
+    workers: int
+    bound: int  # 0: unbounded
+    cost_us: float
+    reader_us: float
+    rows: int
+    seconds: float
+    reader_waited: float
+    samples: list[QueueSample]
+    rows_done: int
+
+    @property
+    def throughput(self) -> float:
+        return self.rows_done / self.seconds
+
+    @property
+    def bound_text(self) -> str:
+        return f"{self.bound} chunks" if self.bound else "unbounded"
+
+    def deepest(self) -> int:
+        return max((s.waiting for s in self.samples), default=0)
+
+    def memory_growth_mb(self) -> float:
+        """The parent's memory at its highest during the run, above where it started."""
+        return max(s.memory_mb for s in self.samples) - self.samples[0].memory_mb
+
+
+def queue_explore(workers: int, bound: int, cost_us: float, reader_us: float, rows: int = 2_000) -> QueueRun:
+    """Run a reader, a task queue of ``bound`` chunks (0: unbounded) and ``workers`` worker processes.
+
+    The reader (this process) makes a chunk of ``CHUNK_ROWS`` rows every ``CHUNK_ROWS × reader_us``
+    µs, with ``CHUNK_BYTES`` of data, and puts it on the queue; ``put`` waits while the queue is
+    full: that wait is backpressure. Workers (:func:`mpdemo.workloads.chunk_worker`) spend
+    ``cost_us`` µs per row and report when they start and finish a chunk. A thread collects the
+    reports and another samples, every 10 ms, the counts the parent knows (sent, started, done)
+    and its memory. (``Queue.qsize()`` would not do: it raises NotImplementedError on macOS.)
+    """
+    ctx = get_context()
+    # Reports go through a SimpleQueue, whose put writes at once: a Queue's feeder thread would
+    # wait for the GIL while the worker computes, and the counts would lag behind the truth.
+    tasks, results = ctx.Queue(maxsize=bound), ctx.SimpleQueue()
+    loops = workloads.loops_for(cost_us) if cost_us else 0
+    processes = [ctx.Process(target=workloads.chunk_worker, args=(tasks, results, loops), daemon=True)
+                 for _ in range(workers)]
+    counts = {"sent": 0, "start": 0, "done": 0}
+    samples: list[QueueSample] = []
+    stop = threading.Event()
+    n_chunks = -(-rows // CHUNK_ROWS)
+    collector = threading.Thread(target=_collect, args=(results, counts, n_chunks, processes), daemon=True)
+    sampler = threading.Thread(target=_sample, args=(counts, samples, stop), daemon=True)
+    try:
+        for process in processes:
+            process.start()
+        for _ in processes:  # start the clock once every worker is ready
+            if _report(results, processes, timeout=60) != "ready":
+                raise RuntimeError("a worker did not start")
+        began = time.perf_counter()
+        collector.start()
+        sampler.start()
+        waited = 0.0
+        for chunk in range(n_chunks):
+            chunk_rows = min(CHUNK_ROWS, rows - chunk * CHUNK_ROWS)
+            time.sleep(chunk_rows * reader_us * 1e-6)  # reading the rows
+            payload = b"x" * CHUNK_BYTES
+            before = time.perf_counter()
+            _put(tasks, (chunk_rows, payload), processes)
+            waited += time.perf_counter() - before
+            counts["sent"] += 1
+            del payload
+        collector.join(timeout=120)
+        seconds = time.perf_counter() - began
+        stop.set()
+        sampler.join()
+        for _ in processes:
+            tasks.put(None)
+        for process in processes:
+            process.join(timeout=10)
+    finally:
+        stop.set()
+        stop_processes(processes)
+    return QueueRun(workers, bound, cost_us, reader_us, rows, seconds, waited, samples,
+                    min(rows, counts["done"] * CHUNK_ROWS))
+
+
+def _put(tasks, chunk, processes: list) -> None:
+    """``tasks.put(chunk)``, waiting as long as the queue is full, but never on dead workers."""
+    while True:
+        try:
+            return tasks.put(chunk, timeout=0.5)
+        except queue.Full:
+            if any(p.exitcode is not None for p in processes):
+                raise RuntimeError("a worker died") from None
+
+
+def _report(results, processes: list, timeout: float) -> str | None:
+    """The next report from a worker; None after ``timeout`` seconds or when a worker has died."""
+    deadline = time.monotonic() + timeout
+    while results.empty():  # SimpleQueue.get has no timeout: look before taking
+        if time.monotonic() > deadline or any(p.exitcode is not None for p in processes):
+            return None
+        time.sleep(0.001)
+    return results.get()
+
+
+def _collect(results, counts: dict[str, int], n_chunks: int, processes: list) -> None:
+    """Count the workers' "start" and "done" reports until every chunk is done (or a worker died)."""
+    while counts["done"] < n_chunks:
+        report = _report(results, processes, timeout=60)
+        if report is None:
+            return
+        counts[report] += 1
+
+
+def _sample(counts: dict[str, int], samples: list[QueueSample], stop: threading.Event) -> None:
+    began = time.perf_counter()
+    while not stop.is_set():
+        samples.append(QueueSample(time.perf_counter() - began, counts["sent"], counts["start"], counts["done"],
+                                   memory_mb()))
+        stop.wait(0.01)
+
+
+def describe_queue(run: QueueRun) -> str:
+    """The readout for one queue explorer run, as HTML."""
+    share = run.reader_waited / run.seconds if run.seconds else 0.0
+    return (f"{run.rows_done:,} of {run.rows:,} rows done in <b>{run.seconds:.2f} s</b>: "
+            f"<b>{run.throughput:,.0f} rows/s</b> · queue bound <b>{run.bound_text}</b><br>"
+            f"deepest queue {run.deepest()} chunks · the reader waited at a full queue for "
+            f"{run.reader_waited:.2f} s ({share:.0%} of the run) · parent memory peak "
+            f"+{run.memory_growth_mb():.0f} MB")
+
+
+class QueueExplorer(Explorer):
+    """Sliders for workers, queue bound, row cost and reader speed; Run plots queue depth and memory."""
+
+    def __init__(self) -> None:
+        self.workers = slider(widgets.IntSlider, "workers", value=cpu_count(), min=1, max=cpu_count())
+        self.bound = slider(widgets.SelectionSlider, "queue bound", options=QUEUE_BOUNDS, value=4)
+        self.cost_us = slider(widgets.SelectionSlider, "row cost (µs)", options=ROW_COSTS_US, value=300)
+        self.reader_us = slider(widgets.SelectionSlider, "reader (µs/row)", options=READER_COSTS_US, value=10)
+        super().__init__([self.workers, self.bound, self.cost_us, self.reader_us])
+
+    def compute(self) -> tuple[str, Figure]:
+        run = queue_explore(self.workers.value, self.bound.value, self.cost_us.value, self.reader_us.value)
+        return describe_queue(run), plots.queue_depth(run)
+
+
+def queue_explorer() -> QueueExplorer:
+    """The queue explorer of notebook 03."""
+    return QueueExplorer()

@@ -116,3 +116,39 @@ def crash_on(x: int, bad: int = 13) -> int:
     if x == bad:
         os.kill(os.getpid(), signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
     return x
+
+
+# ── Lesson 03: queues ────────────────────────────────────────────────────────────────────────
+
+
+def busy_order_total(row: list[str], loops: int = 1_000) -> float:
+    """:func:`order_total` after ``loops`` iterations of :func:`cpu_bound`: a CSV row function of a
+    chosen cost (:func:`loops_for` converts microseconds), for measuring CPU-bound pipelines."""
+    cpu_bound(0, loops)
+    return order_total(row)
+
+
+def slow_on(row: list[str], order_id: str = "1", seconds: float = 0.5) -> str:
+    """The order id of a CSV row; the row with ``order_id`` takes ``seconds`` first (one slow row)."""
+    if row[0] == order_id:
+        time.sleep(seconds)
+    return row[0]
+
+
+def chunk_worker(tasks, results, loops: int) -> None:
+    """A worker process's whole life in the queue explorer: chunks in, progress reports out.
+
+    It says ``"ready"``, then takes ``(rows, payload)`` chunks from ``tasks`` until the ``None``
+    sentinel; for each it reports ``"start"``, spends ``loops`` :func:`cpu_bound` iterations on
+    each of its ``rows`` (the payload stands for the rows' data and is not read), and reports
+    ``"done"``. Ctrl-C is left to the parent, which stops the worker.
+    """
+    from mpdemo.guard import ignore_sigint
+
+    ignore_sigint()
+    results.put("ready")
+    for rows, _payload in iter(tasks.get, None):
+        results.put("start")
+        for _ in range(rows):
+            cpu_bound(0, loops)
+        results.put("done")

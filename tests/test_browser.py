@@ -291,3 +291,22 @@ def check_chunking(explorer: Locator, readout: str) -> None:
 def test_chunking_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path) -> None:
     drive_explorer(page, lab, tmp_path, notebook="02_chunking.ipynb", slider_label="chunksize",
                    answered="speedup", check=check_chunking)
+
+
+def check_queue(explorer: Locator, readout: str) -> None:
+    """Every row was done, the bound is the slider's, and rows/s is the rows over the seconds shown."""
+    match = re.search(r"([\d,]+) of ([\d,]+) rows done in ([\d.]+) s: ([\d,]+) rows/s · queue bound ([\w ]+?)deepest",
+                      readout)
+    assert match, f"no queue readout: {readout}"
+    done, rows, seconds, rate = (float(match.group(i).replace(",", "")) for i in range(1, 5))
+    assert done == rows, readout
+    bound = slider_value(explorer, "queue bound").inner_text()
+    assert match.group(5).strip() == (f"{bound} chunks" if bound != "unbounded" else bound), readout
+    assert rate == pytest.approx(done / seconds, rel=0.05), readout  # the seconds are rounded to 0.01
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(600)
+def test_queue_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path) -> None:
+    drive_explorer(page, lab, tmp_path, notebook="03_queues.ipynb", slider_label="queue bound",
+                   answered="rows/s", check=check_queue)

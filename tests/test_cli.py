@@ -57,13 +57,15 @@ def test_bench_runs_every_figure_and_checks_results():
     """A smoke run: the quick sizes are too small for the targets, so only the report is checked."""
     result = run(["-m", "mpdemo", "bench", "--quick"])
     assert result.returncode == 0, result.stderr
-    summary = result.stdout.split("figure  ")[-1]
+    summaries = result.stdout.split("figure  ", 1)[-1]  # every script's summary, the first one on
     for figure in ("1  processes vs serial", "1b processes vs serial, cold", "2  threads vs serial",
                    "3  chunksize=1 time / auto time", "4  auto", "4b suggest_chunksize",
-                   "5  chunked_map time / fastest other"):
-        assert figure in summary
+                   "5  chunked_map time / fastest other",
+                   "1  caller's peak memory", "1b largest worker's peak memory", "2  CPU-heavy rows, 2 workers",
+                   '3  light rows, feed="rows" time / feed="ranges" time'):
+        assert figure in summaries
     assert "results equal serial: False" not in result.stdout
-    assert "results equal serial: True" in result.stdout and "FAIL" not in summary
+    assert "results equal serial: True" in result.stdout and "FAIL" not in summaries
 
 
 def test_bench_passes_unknown_options_to_the_scripts_only():

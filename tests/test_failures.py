@@ -70,6 +70,10 @@ class Call:
 CALLS = {
     "chunked_map": Call("mpdemo.chunked_map(slow, range(8), processes=2, chunksize=1, executor=pool)",
                         again="mpdemo.chunked_map(abs, [-1, -2], processes=2)", expected="[1, 2]"),
+    "stream_csv": Call("list(mpdemo.stream_csv(path, slow, processes=2, chunksize=1))",
+                       again="mpdemo.process_csv(path, len, processes=2).results", expected="[6, 6]",
+                       setup="from mpdemo import data; path = data.write_orders_csv('orders.csv', 2)",
+                       takes_pool=False),
 }
 CASES = [pytest.param(api, passed, id=f"{api}-{'passed pool' if passed else 'own pool'}")
          for api, call in CALLS.items() for passed in ([False, True] if call.takes_pool else [False])]

@@ -70,3 +70,34 @@ def test_a_notebook_function_works_under_fork():
     outcome = pitfalls.run_code(pitfalls.NOTEBOOK_FUNCTION.format(method="fork", pool_code=pitfalls.WITH_EXECUTOR),
                                 timeout=30)
     assert outcome.returncode == 0 and outcome.stdout.strip() == str([x * x for x in range(8)])
+
+
+# ── Anti-pattern 2 and its repairs (lesson 03) ───────────────────────────────────────────────
+
+
+def test_the_broken_pipeline_loses_rows_hangs_and_hides_errors():
+    lost = pitfalls.run_script(pitfalls.BROKEN_PIPELINE, "5000", "numbers", timeout=60)
+    assert lost.returncode == 0 and lost.stdout.strip().endswith("2,000 results from 5,000 rows"), lost
+    hung = pitfalls.run_script(pitfalls.BROKEN_PIPELINE, "20000", "numbers", timeout=8)
+    assert hung.timed_out and hung.stdout.strip().endswith("joining the workers"), hung  # read all it expected
+    assert process_group_is_gone(hung.pid)
+    hidden = pitfalls.run_script(pitfalls.BROKEN_PIPELINE, "5000", "strings", timeout=60)
+    assert hidden.returncode == 0 and hidden.stdout.strip().endswith("0 results from 5,000 rows"), hidden
+    assert not hidden.errors()
+
+
+def test_each_repair_fixes_its_failure():
+    drained = pitfalls.run_script(pitfalls.DRAINED_PIPELINE, "20000", "numbers", timeout=60)
+    assert drained.returncode == 0 and drained.stdout.strip().endswith("20,000 results from 20,000 rows"), drained
+    checked = pitfalls.run_script(pitfalls.CHECKED_PIPELINE, "5000", "strings", timeout=60)
+    assert checked.returncode == 1 and checked.errors() == [
+        "RuntimeError: row 1: TypeError: can't multiply sequence by non-int of type 'str'"], checked
+    bounded = pitfalls.run_script(pitfalls.BOUNDED_PIPELINE, "20000", "numbers", timeout=60)
+    assert bounded.returncode == 0 and bounded.stdout.strip().endswith("20,000 results from 20,000 rows"), bounded
+
+
+def test_edit_refuses_a_change_it_cannot_place():
+    with pytest.raises(ValueError, match="expected exactly one 'no such line'"):
+        pitfalls.edit(pitfalls.BROKEN_PIPELINE, ("no such line", "x"))
+    assert "+    tasks, results = ctx.Queue(maxsize=2 * workers), ctx.Queue()   # bounded" in \
+        pitfalls.diff(pitfalls.CHECKED_PIPELINE, pitfalls.BOUNDED_PIPELINE)

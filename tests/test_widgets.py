@@ -1,5 +1,7 @@
 """mpdemo.widgets and mpdemo.plots: the explorer's callbacks and the figures, without a browser."""
 
+from dataclasses import replace
+
 import pytest
 from matplotlib.figure import Figure
 
@@ -93,3 +95,42 @@ def test_timeline_draws_one_bar_per_task_and_one_row_per_worker():
     assert len(ax.patches) == 3
     assert [t.get_text() for t in ax.get_yticklabels()] == ["pid 7", "pid 8"]
     assert plots.png(fig).startswith(PNG_MAGIC)
+
+
+# ── The queue explorer (lesson 03) ───────────────────────────────────────────────────────────
+
+
+def test_a_fast_reader_fills_a_bounded_queue_and_waits_an_unbounded_one_holds_everything():
+    bounded = widgets.queue_explore(workers=1, bound=2, cost_us=300, reader_us=1, rows=1_000)
+    unbounded = widgets.queue_explore(workers=1, bound=0, cost_us=300, reader_us=1, rows=1_000)
+    for run in (bounded, unbounded):
+        assert run.rows_done == 1_000 and run.throughput == pytest.approx(1_000 / run.seconds)
+        assert run.samples and all(s.sent >= s.started >= s.done for s in run.samples)
+    assert bounded.reader_waited > 0.5 * bounded.seconds  # backpressure: the reader spent the run waiting
+    assert 2 <= bounded.deepest() <= 3  # the bound, and the moment before a worker's "start" arrives
+    assert unbounded.reader_waited < 0.1 and unbounded.deepest() >= 15  # 20 chunks, queued at once
+    chunk_mb = widgets.CHUNK_BYTES / 2**20
+    assert unbounded.memory_growth_mb() > 10 * chunk_mb > bounded.memory_growth_mb()
+
+
+def test_describe_queue_reports_throughput_bound_and_waiting():
+    samples = [widgets.QueueSample(0.0, 0, 0, 0, 100.0), widgets.QueueSample(0.5, 4, 1, 0, 104.0)]
+    run = widgets.QueueRun(2, 4, 300, 10, rows=1_000, seconds=2.0, reader_waited=1.5, samples=samples,
+                           rows_done=1_000)
+    text = widgets.describe_queue(run)
+    assert "1,000 of 1,000 rows done in <b>2.00 s</b>: <b>500 rows/s</b> · queue bound <b>4 chunks</b>" in text
+    assert "deepest queue 3 chunks" in text and "for 1.50 s (75% of the run)" in text and "+4 MB" in text
+    assert "queue bound <b>unbounded</b>" in widgets.describe_queue(replace(run, bound=0))
+
+
+def test_queue_explorer_run_button_shows_readout_and_plot():
+    explorer = widgets.queue_explorer()
+    assert [label for label, _ in explorer.bound.options][-1] == "unbounded"
+    assert (explorer.workers.min, explorer.workers.max) == (1, context.cpu_count())
+    explorer.cost_us.value, explorer.reader_us.value, explorer.bound.value = 100, 1, 8
+    explorer.run_button.click()
+    readout = explorer.readout.value
+    assert "2,000 of 2,000 rows done" in readout and "queue bound <b>8 chunks</b>" in readout
+    assert bytes(explorer.picture.value).startswith(PNG_MAGIC)
+    figure = plots.queue_depth(widgets.QueueRun(1, 8, 1, 1, 10, 1.0, 0.0, [widgets.QueueSample(0, 1, 1, 0, 50.0)], 10))
+    assert legend_texts(figure)[:3] == ["waiting in the queue", "being worked on", "queue bound (8)"]

@@ -1,0 +1,186 @@
+"""The pipeline figures: memory that stays flat, two workers against a serial loop, rows against ranges.
+
+Run it as ``python benchmarks/bench_pipeline.py`` (``--quick`` for a smoke run, ``--strict`` to
+exit 1 on any MISS) or with every other benchmark as ``python -m mpdemo bench``. It prints one
+detail table per figure, then a summary: each figure's ratio, its target and PASS or MISS. It is
+a report, not a test: without ``--strict`` it exits 0 whatever it measured.
+
+The figures (the data is the orders CSV of :mod:`mpdemo.data`, generated into ``data/`` on first
+use: the 5M-row file takes about a minute to write and 230 MB of disk):
+
+1. **Streaming memory at 5M rows ÷ at 1M rows** (target ≤ 1.2), for the caller's process (1)
+   and for the largest worker (1b). Each size runs in a fresh Python process (this script with
+   ``--measure``), which streams the file through ``stream_csv`` (``feed="rows"``, where the
+   caller parses and holds the most), adds the totals up without keeping them, and reports its
+   own peak resident memory and its workers' largest (sampled with psutil every 20 ms). A
+   pipeline whose queues were not bounded would hold the whole file: five times as much.
+2. **CPU-heavy rows, 2 workers vs serial** (target ≥ 1.7×): ``busy_order_total`` at about
+   60 µs a row, ``process_csv`` on 2 workers against a serial ``csv.reader`` loop over the same
+   file. ``process_csv`` starts its workers on every call, so their start-up is in its time.
+3. **Light rows, feed="ranges" vs feed="rows"** (report only): ``order_total`` (about 1 µs a
+   row). With rows, the caller parses every row and pickles it to a worker; with ranges it only
+   counts quotes and line breaks, and the workers parse in parallel. The timelines of both runs
+   are summarised: with light rows the caller's parsing is the bottleneck and the workers wait.
+
+How it measures: contenders of a figure are timed in alternating rounds after one untimed
+warm-up round (``mpdemo.bench.in_turns``) and keep their fastest round; every parallel result is
+compared with the serial one. Under ``spawn`` each worker imports this file again, so the work
+starts only under ``if __name__ == "__main__":``.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import mpdemo
+from mpdemo import data, workloads
+from mpdemo.bench import Figure, Run, all_equal, arguments, at_least, at_most, finish, in_turns
+from mpdemo.timing import Timeline, speedup_table
+
+#: Figure 2: microseconds of work per CPU-heavy row (the brief asks for at least 50).
+HEAVY_COST_US = 60
+#: Seconds a measuring process may take before we give up on it.
+TIMEOUT = 900
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work a run does: ``--quick`` shrinks everything for a smoke test."""
+
+    memory_rows: tuple[int, int]  # figure 1: the small and the large file
+    heavy_rows: int
+    light_rows: int
+    rounds: int
+    warmup: bool
+
+
+FULL = Sizes(memory_rows=(1_000_000, 5_000_000), heavy_rows=100_000, light_rows=1_000_000, rounds=3, warmup=True)
+QUICK = Sizes(memory_rows=(20_000, 100_000), heavy_rows=2_000, light_rows=50_000, rounds=1, warmup=False)
+
+
+def serial_loop(path: Path, func) -> list:
+    """The reference: a plain csv.reader loop over the file, header skipped."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        return [func(row) for row in reader]
+
+
+def measure_memory(path: Path) -> dict[str, float]:
+    """Runs in a fresh process (``--measure``): stream the file, keep no results, report peak memory.
+
+    The peaks are sampled every 20 ms with psutil. (``ru_maxrss`` would not do: Linux carries a
+    parent's peak over into its child, so the child would report ours.)
+    """
+    import psutil  # a dev dependency: the benchmark may use it, the package does not
+
+    peak = {"caller": 0.0, "workers": 0.0}
+    stop = threading.Event()
+
+    def watch() -> None:
+        me = psutil.Process()
+        while not stop.is_set():
+            peak["caller"] = max(peak["caller"], me.memory_info().rss / 2**20)
+            for child in me.children(recursive=True):
+                try:
+                    if "resource_tracker" not in " ".join(child.cmdline()):
+                        peak["workers"] = max(peak["workers"], child.memory_info().rss / 2**20)
+                except psutil.Error:
+                    pass
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    total, rows = 0.0, 0
+    with mpdemo.stream_csv(path, workloads.order_total, processes=2, feed="rows") as stream:
+        for value in stream:
+            total, rows = total + value, rows + 1
+    stop.set()
+    watcher.join()
+    return {**peak, "rows": rows}
+
+
+def memory_figures(sizes: Sizes) -> list[Figure]:
+    """Figure 1: peak memory of a streaming run on the large file over that on the small one."""
+    measured = {}
+    for rows in sizes.memory_rows:
+        path = data.orders_csv(rows)
+        done = subprocess.run([sys.executable, __file__, "--measure", str(path)], capture_output=True, text=True,
+                              timeout=TIMEOUT, check=True)
+        measured[rows] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{rows:>10,} rows ({path.stat().st_size / 2**20:,.0f} MB file): caller peak "
+              f"{measured[rows]['caller']:.1f} MB, largest worker {measured[rows]['workers']:.1f} MB")
+    small, large = sizes.memory_rows
+    counted = all(measured[n]["rows"] == n for n in sizes.memory_rows)
+    print(f"every row streamed through: {counted}")
+    name = f"{rows_text(large)} rows / {rows_text(small)} rows"
+    return [Figure(f"1  caller's peak memory, {name}", measured[large]["caller"] / measured[small]["caller"],
+                   at_most(1.2), counted),
+            Figure(f"1b largest worker's peak memory, {name}", measured[large]["workers"] / measured[small]["workers"],
+                   at_most(1.2), counted)]
+
+
+def rows_text(n: int) -> str:
+    """5000000 -> "5M", 20000 -> "20,000"."""
+    return f"{n // 10**6}M" if n % 10**6 == 0 else f"{n:,}"
+
+
+def heavy_figure(sizes: Sizes) -> Figure:
+    """Figure 2: CPU-heavy rows on 2 workers against the serial loop."""
+    path = data.orders_csv(sizes.heavy_rows)
+    func = functools.partial(workloads.busy_order_total, loops=workloads.loops_for(HEAVY_COST_US))
+    serial = Run("serial csv.reader loop", lambda: serial_loop(path, func))
+    parallel = Run("process_csv, 2 workers", lambda: mpdemo.process_csv(path, func, processes=2).results)
+    times = in_turns([serial, parallel], sizes.rounds, warmup=sizes.warmup)
+    print(f"{sizes.heavy_rows:,} rows of {1e6 * times[serial.label].best / sizes.heavy_rows:.0f} µs each "
+          "(measured serially), workers started in each call")
+    print(speedup_table(times.values(), baseline=serial.label))
+    return Figure("2  CPU-heavy rows, 2 workers vs serial (speedup)",
+                  times[serial.label].best / times[parallel.label].best, at_least(1.7),
+                  all_equal([parallel], serial.result))
+
+
+def feed_figure(sizes: Sizes) -> Figure:
+    """Figure 3: light rows, byte ranges against rows; the timelines say why."""
+    path = data.orders_csv(sizes.light_rows)
+    reference = serial_loop(path, workloads.order_total)
+    def totals(feed: str):
+        return lambda: mpdemo.process_csv(path, workloads.order_total, processes=2, feed=feed).results
+
+    runs = [Run(f'feed="{feed}"', totals(feed)) for feed in ("rows", "ranges")]
+    times = in_turns(runs, sizes.rounds, warmup=sizes.warmup)
+    print(f"{sizes.light_rows:,} light rows ({1e6 * times[runs[0].label].best / sizes.light_rows:.1f} µs a row "
+          "with rows), 2 workers")
+    print(speedup_table(times.values(), baseline=runs[0].label))
+    for feed in ("rows", "ranges"):
+        timeline = Timeline()
+        mpdemo.process_csv(path, workloads.order_total, processes=2, feed=feed, timeline=timeline)
+        print(f'  feed="{feed}" timeline: {timeline.summary()}')
+    return Figure('3  light rows, feed="rows" time / feed="ranges" time',
+                  times[runs[0].label].best / times[runs[1].label].best, None, all_equal(runs, reference))
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--measure"]:
+        print(json.dumps(measure_memory(Path(argv[1]))))
+        return 0
+    args = arguments("The pipeline figures: ratios, targets, PASS or MISS.", argv)
+    sizes = QUICK if args.quick else FULL
+    print("\n-- figure 1: streaming memory, large file / small file")
+    figures = memory_figures(sizes)
+    print("\n-- figure 2: CPU-heavy rows, 2 workers vs a serial loop")
+    figures.append(heavy_figure(sizes))
+    print("\n-- figure 3: light rows, byte ranges vs rows")
+    figures.append(feed_figure(sizes))
+    return finish(figures, args)
+
+
+if __name__ == "__main__":  # required: spawned workers import this file again, and must not run it
+    sys.exit(main(sys.argv[1:]))
