@@ -179,6 +179,7 @@ def row_scores(array: np.ndarray) -> np.ndarray:
 
     No Python loop over rows or values: each line below runs in C over the whole array.
     """
-    z = (array - array.mean(axis=1, keepdims=True)) / array.std(axis=1, keepdims=True)
+    spread = array.std(axis=1, keepdims=True)
+    z = (array - array.mean(axis=1, keepdims=True)) / np.where(spread == 0, 1.0, spread)  # as standardise does
     smooth = np.lib.stride_tricks.sliding_window_view(z, WINDOW, axis=1).mean(axis=2)
     return np.where(smooth > PEAK, smooth, 0.0).sum(axis=1)

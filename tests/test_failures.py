@@ -70,6 +70,9 @@ class Call:
 CALLS = {
     "chunked_map": Call("mpdemo.chunked_map(slow, range(8), processes=2, chunksize=1, executor=pool)",
                         again="mpdemo.chunked_map(abs, [-1, -2], processes=2)", expected="[1, 2]"),
+    "split_run": Call("profiling.split_run(slow, list(range(8)), processes=2, chunksize=1, executor=pool)",
+                      again="profiling.split_run(abs, [-1, -2], processes=2)[0]", expected="[1, 2]",
+                      setup="from mpdemo import profiling"),
 }
 CASES = [pytest.param(api, passed, id=f"{api}-{'passed pool' if passed else 'own pool'}")
          for api, call in CALLS.items() for passed in ([False, True] if call.takes_pool else [False])]
