@@ -120,7 +120,7 @@ def time_split(tl: Timeline, *, title: str = "", ax: Axes | None = None) -> Figu
         left = [a + b for a, b in zip(left, widths, strict=True)]
     ax.invert_yaxis()
     ax.set_xlabel("seconds of the run")
-    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(title or tl.summary(), fontsize=9)
     return ax.figure
 

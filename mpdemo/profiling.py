@@ -63,9 +63,14 @@ def profile_calls(func: Callable[[Any], Any], items: Iterable) -> pstats.Stats:
 
 
 def hottest_function(stats: pstats.Stats) -> tuple[str, float]:
-    """The function with the most time in its own code (``tottime``), and its share of the total."""
+    """The function with the most time in its own code (``tottime``), and its share of the total.
+
+    A nameless one (a generator expression, a comprehension) is named with its file and line.
+    """
     rows = stats.stats.items()  # type: ignore[attr-defined]  (filename, line, name) -> (cc, nc, tt, ct, callers)
-    (_, _, name), (_, _, tottime, _, _) = max(rows, key=lambda row: row[1][2])
+    (filename, line, name), (_, _, tottime, _, _) = max(rows, key=lambda row: row[1][2])
+    if name.startswith("<") and filename != "~":  # "~": a built-in, whose name says what it is
+        name = f"{name} ({os.path.basename(filename)} line {line})"
     return name, tottime / stats.total_tt  # type: ignore[attr-defined]
 
 
