@@ -225,7 +225,8 @@ class Comparison:
                      f"{describe_speedup(self.speedup(fastest))} on {self.processes} processes.")
         chunked = [label for label in ("Pool", "ProcessPoolExecutor", "joblib", "mpire") if label in self.times]
         spread = max(t(label) for label in chunked) / min(t(label) for label in chunked)
-        lines.append(f"3. Chunked, the pools are close: the slowest of {', '.join(chunked)} took {spread:.2f} times "
+        verdict = ("were close" if spread < 1.25 else "differed (per-task costs showing through, or a busy machine)")
+        lines.append(f"3. Chunked, the pools {verdict}: the slowest of {', '.join(chunked)} took {spread:.2f} times "
                      f"as long as the fastest, and chunked_map was "
                      f"{describe_speedup(t(fastest) / t('chunked_map'), fastest)}.")
         if "joblib, default batches" in self.times:
