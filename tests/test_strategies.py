@@ -69,8 +69,8 @@ def test_the_guide_is_phrased_from_the_numbers():
                         "than the fastest pool (mpire).")
     assert guide[1].startswith("2. Then chunk. One task cost from 50 µs (Pool) to 500 µs (joblib) beyond its work, "
                                "against 1,000 µs of work per row. In chunks of 125 rows, mpire was 2.00× faster")
-    assert guide[2] == ("3. Chunked, the pools were close: the slowest of Pool, ProcessPoolExecutor, joblib, mpire took "
-                        "1.20 times as long as the fastest, and chunked_map was 1.06× slower than mpire.")
+    assert guide[2] == ("3. Chunked, the pools were close: the slowest of Pool, ProcessPoolExecutor, joblib, mpire "
+                        "took 1.20 times as long as the fastest, and chunked_map was 1.06× slower than mpire.")
     assert "joblib left to batch by itself was 1.50× slower than with chunk-sized batches" in guide[3]
     assert "took 10.0 ms, 2% of chunked_map's time: small here" in guide[4]
     assert guide[5].startswith("5. Scale out last. dask on this machine was 1.51× slower than chunked_map on a local "
