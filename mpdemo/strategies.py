@@ -228,13 +228,14 @@ class Comparison:
         verdict = ("were close" if spread < 1.25 else "differed (per-task costs showing through, or a busy machine)")
         lines.append(f"3. Chunked, the pools {verdict}: the slowest of {', '.join(chunked)} took {spread:.2f} times "
                      f"as long as the fastest, and chunked_map was "
-                     f"{describe_speedup(t(fastest) / t('chunked_map'), fastest)}.")
+                     f"{describe_speedup(t(fastest) / t('chunked_map'), fastest)}. Choose a pool by what it does "
+                     "when things go wrong: a dead worker hangs Pool, but ProcessPoolExecutor and chunked_map raise.")
         if "joblib, default batches" in self.times:
-            lines.append(f"   joblib left to batch by itself was "
-                         f"{describe_speedup(t('joblib') / t('joblib, default batches'), 'with chunk-sized batches')}"
-                         ": its one delayed call per row is made in the caller. Choose a pool by what it does "
-                         "when things go wrong: a dead worker hangs Pool, but ProcessPoolExecutor and chunked_map "
-                         "raise.")
+            ratio = t("joblib") / t("joblib, default batches")
+            why = (": it makes one delayed call per row in the caller, and starts with small batches" if ratio < 0.95
+                   else "")
+            lines.append(f"   joblib left to batch by itself was {describe_speedup(ratio, 'with chunk-sized batches')}"
+                         f"{why}.")
         share = self.pickling / t("chunked_map")
         advice = ("worth removing: shared memory (notebook 04) or a memory-mapped file (notebook 05) let workers "
                   "read the rows instead of receiving them." if share > 0.1 else
