@@ -108,7 +108,15 @@ class Contenders:
         self.joblib_folder: tempfile.TemporaryDirectory | None = None
 
     def start(self) -> Contenders:
-        """Start every pool and wait until their workers are up."""
+        """Start every pool and wait until their workers are up; if one fails, stop the others."""
+        try:
+            self._start()
+        except BaseException:  # Ctrl-C included: stop what did start, then let it go on
+            self.close()
+            raise
+        return self
+
+    def _start(self) -> None:
         self.pool = get_context().Pool(self.processes)
         self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=get_context())
         start_workers(self.executor, self.processes)
@@ -121,7 +129,6 @@ class Contenders:
             self.cluster = LocalCluster(n_workers=self.processes, threads_per_worker=1, processes=True,
                                         dashboard_address=":0")
             self.client = Client(self.cluster)
-        return self
 
     def close(self) -> None:
         """Stop every pool the way its library needs; free what multiprocessing keeps until collected."""
@@ -136,7 +143,8 @@ class Contenders:
         if self.joblib_folder is not None:
             self.joblib_folder.cleanup()
         if self.cluster is not None:
-            self.client.close()
+            if self.client is not None:
+                self.client.close()
             self.cluster.close()
             self.client = self.cluster = None
         self.pool = self.executor = self.mpire = self.joblib_folder = None

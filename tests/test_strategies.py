@@ -27,6 +27,18 @@ def test_close_stops_every_pool_and_the_cluster():
     # the conftest fails this test if a process or a /dev/shm entry is left
 
 
+def test_a_failed_start_stops_what_did_start(monkeypatch):
+    def no_mpire(**options):
+        raise RuntimeError("mpire cannot start")
+
+    monkeypatch.setattr(strategies, "WorkerPool", no_mpire)
+    contenders = Contenders(2, dask=False)
+    with pytest.raises(RuntimeError, match="mpire cannot start"):
+        contenders.start()
+    assert contenders.pool is None and contenders.executor is None  # the pools started before it are stopped
+    # the conftest fails this test if their processes are still running
+
+
 @pytest.fixture(scope="module")
 def contenders():
     with Contenders(2) as started:
