@@ -42,7 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     scripts = sorted(BENCHMARKS.glob("bench_*.py"))
     if unknown and not scripts:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (no benchmarks/ to pass them to)")
-    from mpdemo import strategies  # imported here: it imports joblib and mpire, which check and data never need
+    try:
+        from mpdemo import strategies  # imported here: joblib, mpire and dask are needed only by bench
+    except ImportError as missing:
+        parser.error(f"bench compares joblib, mpire and dask too, and {missing.name} is not installed: "
+                     "pip install -e '.[dev]' in a clone of the course, or use its conda environment")
 
     print("== the comparison of notebook 07")
     status = strategies.report(args)

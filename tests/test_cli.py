@@ -112,5 +112,15 @@ def test_bench_refuses_unknown_options_without_scripts(one_fake_benchmark, capsy
     assert "the other benchmarks are in benchmarks/ of a clone" in capsys.readouterr().out
 
 
+def test_bench_says_which_library_is_missing(monkeypatch, capsys):
+    monkeypatch.delattr("mpdemo.strategies")  # as if mpire, joblib or dask were missing: it cannot be imported
+    monkeypatch.setitem(sys.modules, "mpdemo.strategies", None)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--quick"])
+    assert exit_.value.code == 2
+    assert "bench compares joblib, mpire and dask too, and mpdemo.strategies is not installed" in \
+        capsys.readouterr().err
+
+
 def test_other_commands_refuse_unknown_options():
     assert run(["-m", "mpdemo", "check", "--quick"]).returncode == 2
