@@ -19,9 +19,10 @@ The figures (targets are for 2 cores):
 4. **auto vs the best chunk size of a sweep** on the same light rows: Pool.map's rule, with no
    measuring at all, should come within 1.15× of the best size a sweep finds.
    ``suggest_chunksize``'s pick is timed and reported as well.
-5. **chunked_map vs the standard tools** on the rows of figure 1: ``multiprocessing.Pool.map``
-   and ``ProcessPoolExecutor.map`` with the same processes and the same chunk size, and
-   ``joblib.Parallel`` (loky backend, its own ``batch_size="auto"``). chunked_map's extra
+5. **chunked_map vs the standard tools** on the rows of figure 1: ``multiprocessing.Pool.map``,
+   ``ProcessPoolExecutor.map`` and ``mpire.WorkerPool.map`` with the same processes and the same
+   chunk size, and ``joblib.Parallel`` (loky backend) twice: with its own ``batch_size="auto"``
+   and with ``batch_size`` set to that chunk size. chunked_map's extra
    bookkeeping (ordering, error reporting, a task record per chunk) should cost at most 10%
    (target: its time ≤ 1.10× the fastest of the others).
 
@@ -38,7 +39,7 @@ competing for the cores, and a MISS may be theirs. Every parallel result is comp
 serial one; a difference fails its figure.
 
 Under ``spawn`` each worker imports this file again (as ``__mp_main__``), so the top-level
-imports stay light (joblib is imported where it is used) and the work starts only under
+imports stay light (joblib and mpire are imported where they are used) and the work starts only under
 ``if __name__ == "__main__":``. Row functions live in :mod:`mpdemo.workloads`, which workers can
 import.
 """
@@ -162,9 +163,12 @@ def libraries(func: Callable, items: list, pool: ProcessPoolExecutor, processes:
     """Figure 5: chunked_map, Pool.map, ProcessPoolExecutor.map and joblib on the same warm workers."""
     import joblib  # here, not at the top: spawned workers re-import this file and never need it
     from joblib.externals.loky import get_reusable_executor
+    from mpire import WorkerPool
 
     chunksize = default_chunksize(len(items), processes)
     parallel = joblib.Parallel(n_jobs=processes, backend="loky")  # batch_size="auto"
+    batched = joblib.Parallel(n_jobs=processes, backend="loky", batch_size=chunksize)
+    mpire_pool = WorkerPool(n_jobs=processes, start_method=mpdemo.start_method(), keep_alive=True)
     try:
         with mpdemo.get_context().Pool(processes) as mp_pool:
             runs = [
@@ -174,13 +178,16 @@ def libraries(func: Callable, items: list, pool: ProcessPoolExecutor, processes:
                 Run("ProcessPoolExecutor.map", lambda: list(pool.map(func, items, chunksize=chunksize,
                                                                      timeout=TIMEOUT))),
                 Run("joblib (loky)", lambda: parallel(joblib.delayed(func)(x) for x in items)),
+                Run("joblib, batch_size=chunksize", lambda: batched(joblib.delayed(func)(x) for x in items)),
+                Run("mpire", lambda: mpire_pool.map(func, items, chunk_size=chunksize, task_timeout=TIMEOUT)),
             ]
             times = in_turns(runs, rounds)
     finally:
+        mpire_pool.stop_and_join()
         get_reusable_executor().shutdown(wait=True)
     print(f"{len(items):,} rows of figure 1, {processes} processes, chunksize {chunksize:,} "
-          f"(Pool.map, ProcessPoolExecutor.map, chunked_map); joblib batches itself and starts "
-          f"workers with loky, not {mpdemo.start_method()}")
+          f"(Pool.map, ProcessPoolExecutor.map, chunked_map, mpire, joblib with batch_size=chunksize); "
+          f"joblib (loky) batches itself; joblib starts workers with loky, not {mpdemo.start_method()}")
     print(speedup_table([serial, *times.values()], baseline="serial"))
     fastest = min(runs[1:], key=lambda run: times[run.label].best)
     return Figure(f"5  chunked_map time / fastest other ({fastest.label})",
@@ -201,7 +208,7 @@ def run_figures(sizes: Sizes, processes: int) -> list[Figure]:
         figures.append(chunksize_one(light, light_rows, pool, processes, light_reference, sizes.rounds))
         print("\n-- figure 4: auto vs a chunksize sweep")
         figures += chunksize_sweep(light, light_rows, pool, processes, light_reference, sizes.close_rounds)
-        print("\n-- figure 5: chunked_map vs Pool.map, ProcessPoolExecutor.map, joblib")
+        print("\n-- figure 5: chunked_map vs Pool.map, ProcessPoolExecutor.map, joblib, mpire")
         figures.append(libraries(heavy, heavy_rows, pool, processes, serial.result, sizes.close_rounds,
                                  serial_time))
     return figures

@@ -1,4 +1,8 @@
-"""The command line: ``python -m mpdemo check | data | bench``."""
+"""The command line: ``python -m mpdemo check | data | bench``.
+
+``bench`` first runs the comparison of notebook 07 (:func:`mpdemo.strategies.report`), then,
+from a clone of the course, every ``benchmarks/bench_*.py``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from pathlib import Path
 
 from mpdemo import context, data
 
+#: Where a clone of the course keeps its benchmark scripts (an installed package has none).
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpdemo", description=__doc__)
@@ -16,7 +23,12 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("check", help="check that this machine can run the course (exit 0 or 1)")
     make_data = commands.add_parser("data", help="generate the notebooks' data files into data/")
     make_data.add_argument("--size", choices=context.SIZES, help="default: MPDEMO_SIZE, else full")
-    commands.add_parser("bench", help="run every benchmarks/bench_*.py; other options (--quick) go to each")
+    bench = commands.add_parser("bench", help="compare every way of running one workload on this machine "
+                                "(notebook 07); from a clone of the course, then run every benchmarks/bench_*.py, "
+                                "which get --quick, --strict and any other option")
+    bench.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not figures")
+    bench.add_argument("--strict", action="store_true", help="exit 1 if any figure is MISS or FAIL")
+    bench.add_argument("--png", metavar="FILE", help="write the comparison's plot to FILE")
     args, unknown = parser.parse_known_args(argv)
     if unknown and args.command != "bench":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -27,20 +39,30 @@ def main(argv: list[str] | None = None) -> int:
         for path in data.generate(args.size):
             print(f"{path}  ({path.stat().st_size:,} bytes)")
         return 0
-    return run_benchmarks(unknown)
+    scripts = sorted(BENCHMARKS.glob("bench_*.py"))
+    if unknown and not scripts:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (no benchmarks/ to pass them to)")
+    try:
+        from mpdemo import strategies  # imported here: joblib, mpire and dask are needed only by bench
+    except ImportError as missing:
+        parser.error(f"bench compares joblib, mpire and dask too, and {missing.name} is not installed: "
+                     "pip install -e '.[dev]' in a clone of the course, or use its conda environment")
+
+    print("== the comparison of notebook 07")
+    status = strategies.report(args)
+    if not scripts:
+        print(f"\n(the other benchmarks are in benchmarks/ of a clone of the course, not in {BENCHMARKS.parent})")
+        return status
+    options = ["--quick"] * args.quick + ["--strict"] * args.strict + unknown
+    return max(status, run_benchmarks(scripts, options))
 
 
-def run_benchmarks(options: list[str]) -> int:
-    """Run each ``benchmarks/bench_*.py`` of a course checkout as if from the command line.
+def run_benchmarks(scripts: list[Path], options: list[str]) -> int:
+    """Run each benchmark script of a course checkout as if from the command line.
 
     The benchmarks are not part of the installed package; each script sees ``options`` as its
     arguments, and a script that exits with an error does not stop the others.
     """
-    folder = Path(__file__).resolve().parent.parent / "benchmarks"
-    scripts = sorted(folder.glob("bench_*.py"))
-    if not scripts:
-        print(f"no benchmarks found in {folder}; run this from a clone of the course", file=sys.stderr)
-        return 1
     failed = []
     for script in scripts:
         print(f"== {script.name} {' '.join(options)}")

@@ -100,9 +100,14 @@ def arguments(description: str, argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not figures")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any figure is MISS or FAIL")
     args = parser.parse_args(argv)
-    print(f"Python {sys.version.split()[0]}, start method {start_method()}, {cpu_count()} cores, "
-          f"{load_average()}{' (--quick: sizes too small for real figures)' if args.quick else ''}")
+    print_setting(args.quick)
     return args
+
+
+def print_setting(quick: bool) -> None:
+    """One line saying where the figures come from: Python, start method, cores, load, --quick."""
+    print(f"Python {sys.version.split()[0]}, start method {start_method()}, {cpu_count()} cores, "
+          f"{load_average()}{' (--quick: sizes too small for real figures)' if quick else ''}")
 
 
 def print_summary(figures: Sequence[Figure]) -> None:

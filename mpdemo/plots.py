@@ -120,3 +120,48 @@ def queue_depth(run, *, title: str = "", ax: Axes | None = None) -> Figure:
     ax.set_title(title or f"{run.workers} workers, queue bound {run.bound_text}: {run.throughput:,.0f} rows/s",
                  fontsize=9)
     return ax.figure
+
+
+# --- Lessons 06 and 07: where a parallel run's time went; the contenders side by side -----------------------
+
+#: Colours of the parts of :func:`time_split`'s bars.
+PART_COLOURS = {"computing": "tab:blue", "pickling": "tab:orange", "waiting": "lightgrey"}
+
+
+def time_split(tl: Timeline, *, title: str = "", ax: Axes | None = None) -> Figure:
+    """One stacked bar per worker, and one for the caller: seconds computing, pickling and waiting.
+
+    Every bar is as long as the run (:meth:`mpdemo.timing.Timeline.breakdown`), so the colours
+    show at a glance what share of each process's time went where.
+    """
+    parts = tl.breakdown()
+    ax = _axes(ax, (6.4, 0.9 + 0.5 * len(parts)))
+    names = list(parts)
+    left = [0.0] * len(names)
+    for part, colour in PART_COLOURS.items():
+        widths = [parts[name][part] for name in names]
+        ax.barh(names, widths, left=left, height=0.6, color=colour, label=part)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("seconds of the run")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    ax.set_title(title or tl.summary(), fontsize=9)
+    return ax.figure
+
+
+def contenders(times: Sequence[Measurement], per_task: dict[str, float], *, title: str = "") -> Figure:
+    """Two panels: each contender's best time (labelled with its speedup over the first), and the
+    cost of one task at chunk size 1 for those that run tasks, on a log scale."""
+    figure = Figure(figsize=(10, 0.8 + 0.45 * len(times)), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=(3, 2))
+    bars(times, title=title, ax=left)
+    rows = [(y, per_task[m.label] * 1e6) for y, m in enumerate(times) if m.label in per_task]
+    right.barh([y for y, _ in rows], [us for _, us in rows], color="tab:orange")
+    for y, us in rows:
+        right.annotate(f" {us:,.0f}", (us, y), va="center", fontsize=8)
+    right.set_ylim(left.get_ylim())  # the same rows as the left panel (no task: no bar)
+    right.set_yticks(range(len(times)), [""] * len(times))
+    right.set_xscale("log")
+    right.set_xlim(right=max((us for _, us in rows), default=1.0) * 10)
+    right.set_xlabel("one task at chunk size 1 (µs, log scale)")
+    return figure

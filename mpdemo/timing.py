@@ -9,7 +9,9 @@ Three tools, used by every lesson:
   measured in one run are comparable; absolute seconds on a busy laptop are not.
 * :class:`Timeline` collects one :class:`TaskRecord` per task: which worker ran it, when it
   started and ended, and how many items it held. Plotted (``mpdemo.plots.timeline``), it shows
-  idle workers, load imbalance and per-task overhead at a glance.
+  idle workers, load imbalance and per-task overhead at a glance. :meth:`Timeline.breakdown`
+  splits each process's time into computing, pickling and waiting
+  (``mpdemo.plots.time_split`` draws it).
 
 Timeline timestamps come from ``time.time()``, the wall clock, because it is the one clock
 whose readings agree between processes. (``perf_counter`` is finer but its zero point is
@@ -107,16 +109,30 @@ def describe_speedup(speedup: float, than: str = "serial") -> str:
 
 @dataclass(frozen=True)
 class TaskRecord:
-    """What one task did: the worker that ran it, its wall-clock start and end, its item count."""
+    """What one task did: the worker that ran it, its wall-clock start and end, its item count.
+
+    Two more durations are filled in only where they were measured (``mpdemo.profiling.split_run``
+    does; ``chunked_map`` leaves them at 0, because its pickling happens outside the task):
+    ``pickling``, the part of ``seconds`` the worker spent unpickling the chunk and pickling its
+    results, and ``caller_pickling``, the seconds the caller spent pickling the chunk and
+    unpickling the results.
+    """
 
     pid: int
     start: float
     end: float
     items: int
+    pickling: float = 0.0
+    caller_pickling: float = 0.0
 
     @property
     def seconds(self) -> float:
         return self.end - self.start
+
+    @property
+    def computing(self) -> float:
+        """Seconds the worker spent running the row function: the task's time minus its pickling."""
+        return self.seconds - self.pickling
 
 
 @dataclass
@@ -158,6 +174,27 @@ class Timeline:
         """One line: tasks, workers, span and utilisation."""
         return (f"{len(self.records)} tasks on {len(self.workers())} workers in {self.span():.3f} s; "
                 f"workers were busy {self.utilisation():.0%} of the time")
+
+    def breakdown(self) -> dict[str, dict[str, float]]:
+        """Where each process's time went during the run: computing, pickling and waiting, in seconds.
+
+        One entry per worker (``"pid 4242"``), then one for the caller. Every entry adds up to
+        :meth:`span`: waiting is whatever was neither computing nor pickling (for a task to
+        arrive, for the pipe, for the others to finish). The caller computes nothing; its
+        pickling is the records' ``caller_pickling``. Pickling counts only where it was measured
+        (see :class:`TaskRecord`), otherwise it is part of the waiting.
+        """
+        span = self.span()
+        parts = {}
+        for pid in self.workers():
+            mine = [r for r in self.records if r.pid == pid]
+            computing = sum(r.computing for r in mine)
+            pickling = sum(r.pickling for r in mine)
+            parts[f"pid {pid}"] = {"computing": computing, "pickling": pickling,
+                                   "waiting": max(0.0, span - computing - pickling)}
+        caller = sum(r.caller_pickling for r in self.records)
+        parts["caller"] = {"computing": 0.0, "pickling": caller, "waiting": max(0.0, span - caller)}
+        return parts
 
 
 def amdahl_speedup(processes: float, serial_fraction: float) -> float:

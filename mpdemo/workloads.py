@@ -18,11 +18,14 @@ The kinds of work:
 * :func:`order_total` — one CSV row (``list[str]``) to a number, with errors a learner can read.
 * :func:`fail_on` and :func:`crash_on` — row functions that fail on purpose, for lessons and
   tests about errors and dead workers.
+* :func:`row_score` — a slow pure-Python row function with a hot spot, for profiling (lesson 06);
+  :func:`row_score_fast` fixes the hot spot and :func:`row_scores` does every row at once.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import time
@@ -152,3 +155,67 @@ def chunk_worker(tasks, results, loops: int) -> None:
         for _ in range(rows):
             cpu_bound(0, loops)
         results.put("done")
+
+
+# --- Lessons 06 (profiling) and 07 (choosing): a row function with a hot spot, then vectorised ---------------
+
+#: How many neighbouring values :func:`moving_average` averages.
+WINDOW = 16
+#: A smoothed value above this counts as a peak in :func:`peak_total`.
+PEAK = 0.25
+
+
+def row_score(row: np.ndarray) -> float:
+    """Score one row of measurements: standardise it, smooth it, add up the peaks.
+
+    Written the way a first version often is, in plain Python with three helpers. Notebook 06
+    profiles it to find which helper, and then which line, takes the time.
+    """
+    values = standardise(row)
+    smooth = moving_average(values, WINDOW)
+    return peak_total(smooth)
+
+
+def standardise(row: np.ndarray) -> list[float]:
+    """The row as z-scores: each value minus the mean, divided by the standard deviation."""
+    values = [float(v) for v in row]
+    mean = sum(values) / len(values)
+    spread = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values)) or 1.0
+    return [(v - mean) / spread for v in values]
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """The mean of every run of ``window`` neighbouring values: ``window`` additions per value."""
+    smooth = []
+    for i in range(len(values) - window + 1):
+        total = 0.0
+        for j in range(window):
+            total += values[i + j]
+        smooth.append(total / window)
+    return smooth
+
+
+def peak_total(smooth: list[float]) -> float:
+    """The sum of the smoothed values above :data:`PEAK`."""
+    return sum(v for v in smooth if v > PEAK)
+
+
+def row_score_fast(row: np.ndarray) -> float:
+    """:func:`row_score` with its hot spot, the moving average, done by NumPy (the rest unchanged).
+
+    ``np.convolve`` with ``window`` weights of ``1 / window`` is a moving average computed in C.
+    """
+    values = standardise(row)
+    smooth = np.convolve(values, np.full(WINDOW, 1 / WINDOW), mode="valid")
+    return peak_total(smooth.tolist())
+
+
+def row_scores(array: np.ndarray) -> np.ndarray:
+    """:func:`row_score` of every row of a 2-D array at once, as whole-array NumPy operations.
+
+    No Python loop over rows or values: each line below runs in C over the whole array.
+    """
+    spread = array.std(axis=1, keepdims=True)
+    z = (array - array.mean(axis=1, keepdims=True)) / np.where(spread == 0, 1.0, spread)  # as standardise does
+    smooth = np.lib.stride_tricks.sliding_window_view(z, WINDOW, axis=1).mean(axis=2)
+    return np.where(smooth > PEAK, smooth, 0.0).sum(axis=1)

@@ -11,6 +11,7 @@ import pytest
 from mpdemo import WorkerDied, WorkerError, chunked_map, default_chunksize, pitfalls, suggest_chunksize, workloads
 from mpdemo.chunking import item_cost, sweep
 from mpdemo.context import get_context, start_workers
+from mpdemo.data import make_array
 from mpdemo.guard import NotSendable
 from mpdemo.timing import Timeline
 
@@ -251,12 +252,28 @@ def test_sweep_times_each_chunksize(pool):
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # dask closes its sockets after the test ends
 def test_runs_unchanged_on_a_dask_cluster():
     distributed = pytest.importorskip("distributed")
+    rows = make_array(200, 20)  # row_score smooths 16 neighbours: rows need more columns than that
+    # dashboard_address=":0": any free port, so a cluster already on dask's default port 8787 does not matter
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         tl = Timeline()
         results = chunked_map(square, range(500), processes=2, chunksize=50,
                               executor=client.get_executor(), timeline=tl)
         assert results == [square(x) for x in range(500)]
         assert len(tl.records) == 10
+        for items in [list(range(500)), (x for x in range(500))]:
+            assert chunked_map(square, items, processes=2, chunksize=64, executor=client.get_executor()) == \
+                [square(x) for x in range(500)]
+        assert chunked_map(workloads.row_score, rows, processes=2, executor=client.get_executor()) == \
+            [workloads.row_score(row) for row in rows]
+        unordered = chunked_map(square, range(100), processes=2, chunksize=7, ordered=False,
+                                executor=client.get_executor())
+        assert sorted(unordered) == sorted(square(x) for x in range(100))
         with pytest.raises(WorkerError, match="item 13"):
             chunked_map(workloads.fail_on, range(30), processes=2, chunksize=4, executor=client.get_executor())
+
+
+def test_numpy_rows_on_a_process_pool_executor_equal_serial(pool):
+    rows = make_array(200, 20)  # row_score smooths 16 neighbours: rows need more columns than that
+    assert chunked_map(workloads.row_score, rows, processes=2, chunksize=9, executor=pool) == \
+        [workloads.row_score(row) for row in rows]

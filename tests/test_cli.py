@@ -1,10 +1,14 @@
 """The command line: `python -m mpdemo check` (and mpdemo.check()) and `python -m mpdemo bench`."""
 
 import os
+import re
 import subprocess
 import sys
 
-from mpdemo import context
+import pytest
+
+from mpdemo import __main__ as cli
+from mpdemo import context, strategies
 
 
 def run(args, **kwargs):
@@ -53,24 +57,72 @@ def test_a_spawn_pool_cannot_start_from_a_script_on_stdin():
     assert "hint: spawn workers cannot re-run a script read from stdin" in result.stdout
 
 
-def test_bench_runs_every_figure_and_checks_results():
+def test_bench_compares_every_contender_then_runs_every_figure(tmp_path):
     """A smoke run: the quick sizes are too small for the targets, so only the report is checked."""
-    result = run(["-m", "mpdemo", "bench", "--quick"])
+    png = tmp_path / "comparison.png"
+    result = run(["-m", "mpdemo", "bench", "--quick", "--png", str(png)])
     assert result.returncode == 0, result.stderr
-    summaries = result.stdout.split("figure  ", 1)[-1]  # every script's summary, the first one on
+    comparison, scripts = result.stdout.split("== bench_chunking.py --quick")
+    table = comparison.split("contender ")[1].split("\n\n")[0].splitlines()[1:]
+    assert [line.split("  ")[0].strip() for line in table] == list(strategies.CONTENDERS)
+    for line in table:  # a time, a speedup, and results equal to the serial loop's
+        assert re.search(r"\s\d+\.\d{3}\s+\d+\.\d\d×\s.*\s(ref\.|equal)\s", line), line
+    assert "DIFFER" not in comparison
+    for step in ("1. Vectorise first.", "2. Then chunk.", "3. Chunked,", "4. Move less data.", "5. Scale out last."):
+        assert step in comparison
+    assert "C1 chunked_map time / fastest other pool" in comparison and "FAIL" not in comparison
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+    summary = scripts.split("figure  ", 1)[-1]  # every script's summary, the first one on
     for figure in ("1  processes vs serial", "1b processes vs serial, cold", "2  threads vs serial",
                    "3  chunksize=1 time / auto time", "4  auto", "4b suggest_chunksize",
                    "5  chunked_map time / fastest other",
                    "1  caller's peak memory", "1b largest worker's peak memory", "2  CPU-heavy rows, 2 workers",
                    '3  light rows, feed="rows" time / feed="ranges" time'):
-        assert figure in summaries
-    assert "results equal serial: False" not in result.stdout
-    assert "results equal serial: True" in result.stdout and "FAIL" not in summaries
+        assert figure in summary
+    assert "mpire: results equal serial: True" in scripts
+    assert "results equal serial: False" not in scripts
+    assert "results equal serial: True" in scripts and "FAIL" not in summary
 
 
-def test_bench_passes_unknown_options_to_the_scripts_only():
-    result = run(["-m", "mpdemo", "bench", "--no-such-option"])
-    assert result.returncode == 1
-    assert "unrecognized arguments: --no-such-option" in result.stderr
-    assert "failed: bench_chunking.py" in result.stderr
+@pytest.fixture
+def one_fake_benchmark(tmp_path, monkeypatch):
+    """``python -m mpdemo bench`` with the comparison stubbed out and one script that prints its arguments."""
+    (tmp_path / "bench_fake.py").write_text("import sys\nprint('fake got', sys.argv[1:])\n"
+                                            "sys.exit(2 if '--no-such-option' in sys.argv else 0)\n")
+    monkeypatch.setattr(cli, "BENCHMARKS", tmp_path)
+    monkeypatch.setattr(strategies, "report", lambda args: print("compared") or 0)
+    return tmp_path
+
+
+def test_bench_passes_its_options_and_unknown_ones_to_the_scripts(one_fake_benchmark, capsys):
+    assert cli.main(["bench", "--quick", "--strict"]) == 0
+    assert capsys.readouterr().out.splitlines()[1:] == ["compared", "== bench_fake.py --quick --strict",
+                                                         "fake got ['--quick', '--strict']"]
+    assert cli.main(["bench", "--png", "x.png", "--no-such-option"]) == 1
+    out, err = capsys.readouterr()
+    assert "fake got ['--no-such-option']" in out and "failed: bench_fake.py" in err
+
+
+def test_bench_refuses_unknown_options_without_scripts(one_fake_benchmark, capsys):
+    (one_fake_benchmark / "bench_fake.py").unlink()
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--no-such-option"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+    assert cli.main(["bench", "--quick"]) == 0  # the comparison alone, as from an installed package
+    assert "the other benchmarks are in benchmarks/ of a clone" in capsys.readouterr().out
+
+
+def test_bench_says_which_library_is_missing(monkeypatch, capsys):
+    monkeypatch.delattr("mpdemo.strategies")  # as if mpire, joblib or dask were missing: it cannot be imported
+    monkeypatch.setitem(sys.modules, "mpdemo.strategies", None)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["bench", "--quick"])
+    assert exit_.value.code == 2
+    assert "bench compares joblib, mpire and dask too, and mpdemo.strategies is not installed" in \
+        capsys.readouterr().err
+
+
+def test_other_commands_refuse_unknown_options():
     assert run(["-m", "mpdemo", "check", "--quick"]).returncode == 2

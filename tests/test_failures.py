@@ -74,6 +74,9 @@ CALLS = {
                        again="mpdemo.process_csv(path, len, processes=2).results", expected="[6, 6]",
                        setup="from mpdemo import data; path = data.write_orders_csv('orders.csv', 2)",
                        takes_pool=False),
+    "split_run": Call("profiling.split_run(slow, list(range(8)), processes=2, chunksize=1, executor=pool)",
+                      again="profiling.split_run(abs, [-1, -2], processes=2)[0]", expected="[1, 2]",
+                      setup="from mpdemo import profiling"),
 }
 CASES = [pytest.param(api, passed, id=f"{api}-{'passed pool' if passed else 'own pool'}")
          for api, call in CALLS.items() for passed in ([False, True] if call.takes_pool else [False])]

@@ -85,3 +85,20 @@ def test_amdahl_and_its_fit_agree():
     assert fit_serial_fraction(processes, [amdahl_speedup(p, 0.2) for p in processes]) == pytest.approx(0.2)
     assert fit_serial_fraction([1], [1.0]) == 0.0
     assert fit_serial_fraction([2, 4], [0.5, 0.5]) == 1.0  # slower than serial: clipped
+
+
+def test_task_records_made_the_old_way_have_no_pickling_measured():
+    r = TaskRecord(7, 1.0, 3.0, 10)
+    assert (r.pickling, r.caller_pickling, r.computing) == (0.0, 0.0, 2.0)
+
+
+def test_breakdown_splits_every_process_into_computing_pickling_and_waiting():
+    tl = Timeline(began=100.0)
+    tl.append(TaskRecord(7, 100.0, 102.0, 10, pickling=0.5, caller_pickling=0.25))
+    tl.append(TaskRecord(8, 101.0, 102.0, 5, pickling=0.25, caller_pickling=0.25))
+    tl.append(TaskRecord(7, 102.5, 104.0, 10))  # pickling not measured: it stays in the waiting
+    assert tl.breakdown() == {
+        "pid 7": {"computing": 3.0, "pickling": 0.5, "waiting": 0.5},
+        "pid 8": {"computing": 0.75, "pickling": 0.25, "waiting": 3.0},
+        "caller": {"computing": 0.0, "pickling": 0.5, "waiting": 3.5},
+    }

@@ -1,0 +1,75 @@
+"""mpdemo.profiling and the lesson-06 row functions: profiles name the hot spot, split_run times its parts."""
+
+import functools
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+import pytest
+from line_profiler import LineProfiler
+
+from mpdemo import WorkerError, chunked_map, profiling, workloads
+from mpdemo.context import get_context, start_workers
+from mpdemo.data import make_array
+
+ROWS = make_array(40, 60)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
+        start_workers(executor, 2)
+        yield executor
+
+
+def test_the_fixed_and_the_vectorised_row_functions_agree_with_the_slow_one():
+    slow = [workloads.row_score(row) for row in ROWS]
+    assert np.allclose([workloads.row_score_fast(row) for row in ROWS], slow)
+    assert np.allclose(workloads.row_scores(ROWS), slow)
+    assert any(score > 0 for score in slow)  # the rows do have peaks, so the comparison means something
+
+
+def test_a_constant_row_scores_zero_everywhere():
+    flat = np.full((2, 30), 7.0)
+    assert workloads.row_score(flat[0]) == workloads.row_score_fast(flat[0]) == 0.0
+    assert workloads.row_scores(flat).tolist() == [0.0, 0.0]
+
+
+def test_cprofile_names_the_moving_average_as_the_hot_spot():
+    name, share = profiling.hottest_function(profiling.profile_calls(workloads.row_score, ROWS))
+    assert name == "moving_average" and 0.3 < share <= 1.0
+
+
+def test_line_profiler_names_the_inner_loop():
+    profiler = LineProfiler(workloads.moving_average)
+    profiled = profiler(workloads.row_score)
+    for row in ROWS:
+        profiled(row)
+    number, text, share = profiling.hottest_line(profiler, workloads.moving_average)
+    assert text in ("total += values[i + j]", "for j in range(window):") and 0.2 < share <= 1.0
+    assert number > workloads.moving_average.__code__.co_firstlineno
+
+
+def test_split_run_gives_serial_results_and_times_every_part(pool):
+    results, timeline = profiling.split_run(workloads.row_score, ROWS, processes=2, chunksize=7, executor=pool)
+    assert results == [workloads.row_score(row) for row in ROWS]
+    assert sorted(r.items for r in timeline.records) == [5] + [7] * 5
+    for r in timeline.records:
+        assert 0 < r.pickling < r.seconds and r.computing > 0 and r.caller_pickling > 0
+        assert timeline.began <= r.start <= r.end
+    parts = timeline.breakdown()
+    assert list(parts)[-1] == "caller" and len(parts) == len(timeline.workers()) + 1
+    for name, part in parts.items():
+        if name != "caller":
+            assert sum(part.values()) == pytest.approx(timeline.span())
+
+
+def test_split_run_starts_its_own_pool_and_takes_any_sequence():
+    items = list(range(30))
+    square = functools.partial(workloads.cpu_bound, loops=3)
+    results, timeline = profiling.split_run(square, items, processes=2)
+    assert results == chunked_map(square, items, processes=2) and len(timeline.records) == 8
+
+
+def test_split_run_names_the_failing_item(pool):
+    with pytest.raises(WorkerError, match="item 13 raised ValueError: cannot process 13"):
+        profiling.split_run(workloads.fail_on, list(range(30)), processes=2, chunksize=4, executor=pool)
