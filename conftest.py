@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copyreg
 import gc
 import os
 import time
@@ -67,6 +68,21 @@ def leftovers(shm_before: set[str], children_before: frozenset[int], semaphores:
         problems.append(f"child process still running: pid {child.pid} {' '.join(child.cmdline())[:120]}")
         child.kill()
     return problems
+
+
+@pytest.fixture(autouse=True)
+def pickling_as_it_was():
+    """Undo what a test changed in how exceptions pickle.
+
+    Importing ``distributed`` (the dask tests) installs tblib's reducers for every exception
+    class in ``copyreg``, for the whole process; they lose the message of some exceptions
+    (a UnicodeDecodeError comes back empty), which would break later tests that send errors
+    between processes, depending on the order the tests ran in.
+    """
+    before = dict(copyreg.dispatch_table)
+    yield
+    copyreg.dispatch_table.clear()
+    copyreg.dispatch_table.update(before)
 
 
 @pytest.fixture(autouse=True)

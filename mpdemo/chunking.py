@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 
 from mpdemo.context import cpu_count, get_context, start_method, start_workers
-from mpdemo.guard import (DATA_CURE, NotSendable, check_items_sendable, check_sendable, describe_dead_workers,
-                          ignore_sigint, range_text, start_method_of, stop_workers)
+from mpdemo.guard import (DATA_CURE, NotSendable, check_items_sendable, check_sendable, dead_worker_hint,
+                          describe_dead_workers, ignore_sigint, range_text, start_method_of, stop_workers)
 from mpdemo.timing import Measurement, TaskRecord, Timeline, compare
 
 #: Chunk size for inputs without a length (generators), where Pool.map's rule cannot apply.
@@ -221,7 +221,7 @@ def _completed(executor: Executor, func: Callable, chunks: Iterator, processes: 
     except BrokenProcessPool as broken:
         how = describe_dead_workers(executor) or "killed by a signal or the out-of-memory killer?"
         raise WorkerDied(f"a worker process died unexpectedly ({how}); the pool is broken and the "
-                         "results in flight are lost") from broken
+                         f"results in flight are lost{dead_worker_hint(func, method)}") from broken
     finally:
         for future in pending:  # after an error, do not leave queued chunks to run
             future.cancel()

@@ -93,6 +93,26 @@ def _name(obj: Any) -> str:
     return getattr(func, "__qualname__", type(obj).__name__)
 
 
+def from_main(obj: Any) -> list[str]:
+    """The names of the functions and classes from ``__main__`` that pickling ``obj`` would send."""
+    finder = _MainFinder(io.BytesIO())
+    try:
+        finder.dump(obj)
+    except Exception:
+        return []
+    return list(dict.fromkeys(finder.from_main))
+
+
+def dead_worker_hint(func: Any, start_method: str | None) -> str:
+    """A hint for a worker that died outside the function: a ``fork`` worker started before a
+    ``__main__`` function was defined has no copy of it, and dies unpickling its task."""
+    names = from_main(func) if start_method == "fork" else []
+    if not names:
+        return ""
+    return (f". {names[0]} is defined in __main__: fork workers started before it was defined do not have "
+            f"it. Start the pool after defining it, or move it into {MAIN_CURE}")
+
+
 def check_sendable(obj: Any, start_method: str, *, what: str | None = None, cure: str = FUNCTION_CURE) -> None:
     """Raise :class:`NotSendable` unless ``obj`` pickles and a ``start_method`` worker can unpickle it.
 

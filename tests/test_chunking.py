@@ -277,3 +277,23 @@ def test_numpy_rows_on_a_process_pool_executor_equal_serial(pool):
     rows = make_array(200, 20)  # row_score smooths 16 neighbours: rows need more columns than that
     assert chunked_map(workloads.row_score, rows, processes=2, chunksize=9, executor=pool) == \
         [workloads.row_score(row) for row in rows]
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+def test_a_fork_pool_older_than_the_main_function_names_the_cause():
+    program = """
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+import mpdemo
+pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
+mpdemo.context.start_workers(pool, 2)  # the workers are forked now, before `late` exists
+def late(x):
+    return x
+try:
+    mpdemo.chunked_map(late, range(4), processes=2, executor=pool)
+except mpdemo.WorkerDied as error:
+    print(error)
+"""
+    outcome = pitfalls.run_code(program, timeout=60)
+    assert "late is defined in __main__: fork workers started before it was defined do not have it" \
+        in outcome.stdout, outcome
