@@ -311,6 +311,9 @@ class Pipeline:
                 _let_go(self.tasks)
             self.tasks.close()
             self.results.close()
+            # A queue holds OS semaphores (files in /dev/shm) until it is garbage-collected: let
+            # them go now, not when the stream object is dropped.
+            self.tasks = self.results = None
 
     def _send_more(self, reader: Iterator[tuple[RowsChunk | RangeChunk, int]]) -> None:
         """Read and send chunks until ``window`` chunks are in flight or the file is read.
