@@ -38,3 +38,8 @@ __all__ = [
 from mpdemo.pipeline import CsvStream, PipelineResult, RowError, process_csv, stream_csv  # noqa: E402
 
 __all__ += ["CsvStream", "PipelineResult", "RowError", "process_csv", "stream_csv"]
+
+# Lesson 04: shared memory.
+from mpdemo.shm import BlockError, SharedArray, parallel_apply  # noqa: E402
+
+__all__ += ["BlockError", "SharedArray", "parallel_apply"]

@@ -138,9 +138,12 @@ def check_sendable(obj: Any, start_method: str, *, what: str | None = None, cure
 def check_items_sendable(chunk: Any, start: int, start_method: str) -> None:
     """Check a chunk before it is sent; a failure names the first bad item by its input index.
 
-    Ranges and arrays of numbers always pickle, so they are not checked.
+    Ranges and arrays of numbers always pickle, so they are not checked (nor lists of such
+    arrays: pickling a large array only to check it would double the cost of sending it).
     """
-    if isinstance(chunk, range) or (isinstance(chunk, np.ndarray) and not chunk.dtype.hasobject):
+    if isinstance(chunk, range) or _numeric_array(chunk):
+        return
+    if isinstance(chunk, list) and all(_numeric_array(item) for item in chunk):
         return
     try:
         check_sendable(chunk, start_method, what=range_text(start, chunk), cure=DATA_CURE)
@@ -148,6 +151,11 @@ def check_items_sendable(chunk: Any, start: int, start_method: str) -> None:
         for offset, item in enumerate(chunk):  # find the first bad item, to name it
             check_sendable(item, start_method, what=f"item {start + offset:,}", cure=DATA_CURE)
         raise  # no item fails alone, only the chunk as a whole: name the chunk
+
+
+def _numeric_array(obj: Any) -> bool:
+    return isinstance(obj, np.ndarray) and not obj.dtype.hasobject
+
 
 def start_method_of(executor: Executor) -> str | None:
     """The start method of a standard-library process pool; None for any other executor.

@@ -382,3 +382,155 @@ def diff(before: str, after: str) -> str:
 
     return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                         "before", "after", n=1))
+
+
+# ── Anti-pattern 3: shared memory with five mistakes (lesson 04) ─────────────────────────────
+
+#: The broken program: ``python script.py ROWS WORKERS METHOD`` squares ROWS numbers in WORKERS
+#: processes started with METHOD, through shared memory, and checks them. Run it with
+#: :func:`run_script`; each repair below fixes one mistake. (It must not import mpdemo, which
+#: imports ``multiprocessing.shared_memory`` and would hide the first mistake.)
+BROKEN_SHARED_MEMORY = '''\
+import multiprocessing
+import sys
+import time
+
+import numpy as np
+
+
+def slow_square(x):                              # a few microseconds of work per number
+    for _ in range(80):
+        x = x * 1.0
+    return x * x
+
+
+def square_rows(numbers_name, squares_name, rows, start, stop, lock):      # each worker
+    numbers_block = multiprocessing.shared_memory.SharedMemory(name=numbers_name)
+    numbers = np.ndarray((rows,), dtype=np.float64, buffer=numbers_block.buf)
+    squares_block = multiprocessing.shared_memory.SharedMemory(   # every worker creates the block
+        name=squares_name, create=True, size=rows * 8)
+    squares = np.ndarray((rows,), dtype=np.float64, buffer=squares_block.buf)
+    with lock:                                   # one worker at a time, to be safe
+        for i in range(start, stop):
+            squares[i] = slow_square(numbers[i])
+    del numbers, squares
+    numbers_block.close()
+    squares_block.close()
+
+
+def main(rows, workers, method):
+    ctx = multiprocessing.get_context(method)
+    numbers_block = multiprocessing.shared_memory.SharedMemory(create=True, size=rows * 8)
+    numbers = np.ndarray((rows,), dtype=np.float64, buffer=numbers_block.buf)
+    numbers[:] = np.arange(rows)
+    start = time.perf_counter()
+    expected = np.array([slow_square(x) for x in numbers])
+    serial = time.perf_counter() - start
+
+    squares_name = f"mpdemo-squares-{numbers_block.name}"
+    lock = ctx.Lock()
+    step = rows // workers                       # rows per worker
+    processes = [ctx.Process(target=square_rows, args=(
+        numbers_block.name, squares_name, rows, k * step, (k + 1) * step, lock)) for k in range(workers)]
+    start = time.perf_counter()
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join()
+    print(f"{workers} workers: {time.perf_counter() - start:.2f} s (one process: {serial:.2f} s); "
+          f"exit codes {[p.exitcode for p in processes]}", flush=True)
+
+    squares_block = multiprocessing.shared_memory.SharedMemory(name=squares_name)
+    squares = np.ndarray((rows,), dtype=np.float64, buffer=squares_block.buf)
+    squares_block.close()                        # done with the block
+    squares_block.unlink()
+    right = np.flatnonzero(squares == expected)
+    print(f"{len(right):,} of {rows:,} squares right", flush=True)
+    numbers_block.close()
+    numbers_block.unlink()
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
+'''
+
+#: Repair 1: ``shared_memory`` is a submodule, which ``import multiprocessing`` does not load.
+IMPORTED_SHARED_MEMORY = edit(
+    BROKEN_SHARED_MEMORY,
+    ("import multiprocessing\nimport sys", "import multiprocessing\nimport multiprocessing.shared_memory\nimport sys"))
+
+#: Repair 2: close the block only after the last view of it is gone (``del`` the view first).
+VIEWS_FIRST_SHARED_MEMORY = edit(IMPORTED_SHARED_MEMORY, ("""\
+    squares_block.close()                        # done with the block
+    squares_block.unlink()
+    right = np.flatnonzero(squares == expected)
+    print(f"{len(right):,} of {rows:,} squares right", flush=True)
+""", """\
+    right = np.flatnonzero(squares == expected)
+    print(f"{len(right):,} of {rows:,} squares right", flush=True)
+    del squares                                  # the last view of the block goes first,
+    squares_block.close()                        # then the block
+    squares_block.unlink()
+"""), ("""\
+    numbers_block.close()
+    numbers_block.unlink()
+
+
+if __name__""", """\
+    del numbers
+    numbers_block.close()
+    numbers_block.unlink()
+
+
+if __name__"""))
+
+#: Repair 3: the parent creates the output block once; the workers attach to it.
+ONE_OWNER_SHARED_MEMORY = edit(VIEWS_FIRST_SHARED_MEMORY, ("""\
+    squares_block = multiprocessing.shared_memory.SharedMemory(   # every worker creates the block
+        name=squares_name, create=True, size=rows * 8)
+""", """\
+    squares_block = multiprocessing.shared_memory.SharedMemory(name=squares_name)   # attach to it
+"""), ("""\
+    squares_name = f"mpdemo-squares-{numbers_block.name}"
+""", """\
+    squares_name = f"mpdemo-squares-{numbers_block.name}"
+    squares_block = multiprocessing.shared_memory.SharedMemory(name=squares_name, create=True, size=rows * 8)
+"""), ("""\
+    squares_block = multiprocessing.shared_memory.SharedMemory(name=squares_name)
+    squares = np.ndarray((rows,), dtype=np.float64, buffer=squares_block.buf)
+    right""", """\
+    squares = np.ndarray((rows,), dtype=np.float64, buffer=squares_block.buf)
+    right"""))
+
+#: Repair 4: bounds that cover every row; ``rows // workers`` each left the remainder out.
+ALL_ROWS_SHARED_MEMORY = edit(ONE_OWNER_SHARED_MEMORY, ("""\
+    step = rows // workers                       # rows per worker
+    processes = [ctx.Process(target=square_rows, args=(
+        numbers_block.name, squares_name, rows, k * step, (k + 1) * step, lock)) for k in range(workers)]
+""", """\
+    bounds = [rows * k // workers for k in range(workers + 1)]      # 0, ..., rows: nothing left over
+    processes = [ctx.Process(target=square_rows, args=(
+        numbers_block.name, squares_name, rows, bounds[k], bounds[k + 1], lock)) for k in range(workers)]
+"""))
+
+#: Repair 5: no lock: every worker writes only its own rows, so they cannot get in each other's way.
+REPAIRED_SHARED_MEMORY = edit(ALL_ROWS_SHARED_MEMORY, ("""\
+    with lock:                                   # one worker at a time, to be safe
+        for i in range(start, stop):
+            squares[i] = slow_square(numbers[i])
+""", """\
+    for i in range(start, stop):                 # only this worker's rows: no lock needed
+        squares[i] = slow_square(numbers[i])
+"""), ("    lock = ctx.Lock()\n", ""), (", lock)) for k in range(workers)]", ")) for k in range(workers)]"),
+    ("def square_rows(numbers_name, squares_name, rows, start, stop, lock):",
+     "def square_rows(numbers_name, squares_name, rows, start, stop):"))
+
+#: The five stages of lesson 04, in order: each is the one before with one mistake repaired.
+SHARED_MEMORY_STAGES = {
+    "broken": BROKEN_SHARED_MEMORY,
+    "1 import the submodule": IMPORTED_SHARED_MEMORY,
+    "2 views before the block": VIEWS_FIRST_SHARED_MEMORY,
+    "3 one owner creates it": ONE_OWNER_SHARED_MEMORY,
+    "4 every row": ALL_ROWS_SHARED_MEMORY,
+    "5 no lock": REPAIRED_SHARED_MEMORY,
+}

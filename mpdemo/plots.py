@@ -165,3 +165,54 @@ def contenders(times: Sequence[Measurement], per_task: dict[str, float], *, titl
     right.set_xlim(right=max((us for _, us in rows), default=1.0) * 10)
     right.set_xlabel("one task at chunk size 1 (µs, log scale)")
     return figure
+
+
+# --- Lesson 04: handing an array to workers, pickled or shared ---------------------------------------------------
+
+#: Colours of the two ways to hand an array over.
+WAY_COLOURS = {"pickled": "tab:orange", "shared": "tab:blue"}
+
+
+def handoff(run, *, title: str = "") -> Figure:
+    """One shared-memory explorer run (``mpdemo.widgets.HandoffRun``): the time and the extra memory
+    of each way, side by side (times on a log scale: they can differ a hundredfold)."""
+    figure = Figure(figsize=(8, 2.2), layout="constrained")
+    times, memory = figure.subplots(1, 2)
+    ways = list(WAY_COLOURS)
+    colours = list(WAY_COLOURS.values())
+    seconds = [run.pickled_seconds, run.shared_seconds]
+    extra = [max(0.0, run.pickled_extra_mb), max(0.0, run.shared_extra_mb)]
+    times.barh(ways, seconds, color=colours)
+    times.set_xscale("log")
+    times.set_xlabel("seconds (log scale)")
+    memory.barh(ways, extra, color=colours)
+    memory.set_xlabel("peak memory above the start (MB)")
+    for ax, values, text in ((times, seconds, "{:.3g} s"), (memory, extra, "{:,.0f} MB")):
+        ax.invert_yaxis()
+        for y, value in enumerate(values):
+            ax.annotate(" " + text.format(value), (value, y), va="center", fontsize=8)
+    memory.set_xlim(0, max(max(extra), 1.0) * 1.3)
+    times.set_xlim(right=max(seconds) * 10)
+    figure.suptitle(title or f"{run.size_mb:,.0f} MB handed to {run.processes} workers", fontsize=9)
+    return figure
+
+
+def handoff_sweep(runs: Sequence, *, title: str = "") -> Figure:
+    """Several hand-offs (``mpdemo.widgets.HandoffRun``) by array size: time and extra memory of each
+    way, on log scales."""
+    figure = Figure(figsize=(9, 3), layout="constrained")
+    times, memory = figure.subplots(1, 2)
+    sizes = [run.size_mb for run in runs]
+    for way, colour in WAY_COLOURS.items():
+        times.plot(sizes, [getattr(run, f"{way}_seconds") for run in runs], "o-", color=colour, label=way)
+        memory.plot(sizes, [max(0.1, getattr(run, f"{way}_extra_mb")) for run in runs], "o-", color=colour,
+                    label=way)
+    memory.plot(sizes, sizes, "--", color="grey", label="the array's size")
+    for ax, label in ((times, "seconds"), (memory, "peak memory above the start (MB)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("array size (MB, log scale)")
+        ax.set_ylabel(f"{label} (log scale)")
+        ax.legend(fontsize=8)
+    figure.suptitle(title or f"handing an array to {runs[0].processes} workers", fontsize=9)
+    return figure

@@ -12,6 +12,8 @@ Three tools, used by every lesson:
   idle workers, load imbalance and per-task overhead at a glance. :meth:`Timeline.breakdown`
   splits each process's time into computing, pickling and waiting
   (``mpdemo.plots.time_split`` draws it).
+* :class:`MemoryWatch` samples the memory of this process and its workers during a call, and
+  keeps the peaks: what a hand-off or a queue really holds, shared pages counted once.
 
 Timeline timestamps come from ``time.time()``, the wall clock, because it is the one clock
 whose readings agree between processes. (``perf_counter`` is finer but its zero point is
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -216,28 +219,80 @@ def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
     return min(1.0, max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / denominator))
 
 
-# ── Memory (lesson 03: what a queue holds) ───────────────────────────────────────────────────
+# ── Memory (lessons 03–05: what a queue or a hand-off holds) ─────────────────────────────────────
 
 
 def memory_mb() -> float:
-    """This process's resident memory now, in MB (1 MB = 2**20 bytes).
+    """This process's resident memory (RSS) now, in MB (1 MB = 2**20 bytes).
 
-    Read from ``/proc`` on Linux, from psutil elsewhere when it is installed. Without either,
-    macOS offers only the *peak* so far (``ru_maxrss``, which Linux would even carry over from a
-    parent into its child), and Windows nothing: NaN, which plots as a gap.
+    Read straight from ``/proc`` on Linux, which is quick enough to sample every few
+    milliseconds; psutil elsewhere.
     """
     try:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
-        pass
-    try:
         import psutil
-    except ImportError:
-        try:
-            import resource
-        except ImportError:  # Windows
-            return float("nan")
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
-    return psutil.Process().memory_info().rss / 2**20
+
+        return psutil.Process().memory_info().rss / 2**20
+
+
+class MemoryWatch:
+    """The memory of this process and of its children, sampled by a thread during a ``with`` block.
+
+    Every ``interval`` seconds it reads each process's memory and keeps the highest values:
+
+    * ``peak_total_mb``: the highest *sum* over all the processes. On Linux each process is read
+      as its PSS (proportional set size), which counts a page shared by ``n`` processes as
+      ``1/n`` in each, so the sum is the RAM the group really holds, shared memory counted once.
+      Elsewhere it is the RSS, which counts a shared page in every process that maps it.
+    * ``peaks_mb``: the highest RSS of each process, by pid (``"caller"`` for this one).
+
+    Read ``extra_mb()``, the peak above where the processes stood when the watch started, to
+    see what a call cost. Short peaks between two samples are missed; keep ``interval`` small.
+    """
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import psutil
+
+        self.interval = interval
+        self.me = psutil.Process()
+        self.peaks_mb: dict[str, float] = {}
+        self.start_total_mb = self.peak_total_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> MemoryWatch:
+        self.start_total_mb = self.peak_total_mb = self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+    def extra_mb(self) -> float:
+        """The highest total during the watch, above the total when it started."""
+        return self.peak_total_mb - self.start_total_mb
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> float:
+        import psutil
+
+        total = 0.0
+        for process in [self.me, *self.me.children(recursive=True)]:
+            try:
+                if process.pid != self.me.pid and "resource_tracker" in " ".join(process.cmdline()):
+                    continue  # multiprocessing's helper, not part of the work
+                info = process.memory_full_info()
+            except psutil.Error:  # it ended meanwhile
+                continue
+            label = "caller" if process.pid == self.me.pid else f"pid {process.pid}"
+            self.peaks_mb[label] = max(self.peaks_mb.get(label, 0.0), info.rss / 2**20)
+            total += getattr(info, "pss", info.rss) / 2**20
+        self.peak_total_mb = max(self.peak_total_mb, total)
+        return total

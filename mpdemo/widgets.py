@@ -12,17 +12,18 @@ import functools
 import queue
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 
 import ipywidgets as widgets
+import numpy as np
 from matplotlib.figure import Figure
 
-from mpdemo import plots, workloads
+from mpdemo import data, plots, shm, workloads
 from mpdemo.chunking import chunked_map
 from mpdemo.context import cpu_count, get_context, start_workers
 from mpdemo.guard import stop_processes
-from mpdemo.timing import Timeline, memory_mb
+from mpdemo.timing import MemoryWatch, Timeline, describe_speedup, memory_mb
 
 CHUNKSIZES = [2**k for k in range(13)]  # 1 … 4096, a log scale
 ROW_COSTS_US = [1, 3, 10, 30, 100, 300, 1000]
@@ -319,3 +320,91 @@ class QueueExplorer(Explorer):
 def queue_explorer() -> QueueExplorer:
     """The queue explorer of notebook 03."""
     return QueueExplorer()
+
+
+# ── The shared-memory explorer (lesson 04) ───────────────────────────────────────────────────
+
+ARRAY_SIZES_MB = [1, 4, 16, 64, 256]
+#: Columns of the explorer's array: rows of 1 KB.
+COLUMNS = 128
+
+
+@dataclass(frozen=True)
+class HandoffRun:
+    """One hand-off of an array to worker processes, pickled and shared: times and extra memory."""
+
+    size_mb: float
+    processes: int
+    pickled_seconds: float
+    shared_seconds: float
+    pickled_extra_mb: float  # peak memory of the caller and its workers above where they started
+    shared_extra_mb: float
+    same_results: bool
+
+    @property
+    def ratio(self) -> float:
+        """How many times longer the pickled hand-off took."""
+        return self.pickled_seconds / self.shared_seconds
+
+
+def shm_explore(size_mb: float, processes: int, *, func=np.sum, executor: Executor | None = None) -> HandoffRun:
+    """Give each of ``processes`` workers one row block of a ``size_mb`` MB array, two ways.
+
+    **Pickled**: each block is an argument of ``chunked_map``, pickled by the caller, sent through
+    a pipe and unpickled, a copy, in the worker. **Shared**: the array is in a
+    :class:`~mpdemo.shm.SharedArray` (made before the clock starts, as if the data had been
+    loaded there) and ``parallel_apply`` sends only its handle. Each worker applies ``func`` to
+    its block (default ``np.sum``: every value is read) and sends back the result; both ways
+    must equal ``func`` applied here. The pool is started and warmed first (or pass
+    ``executor``), so the times hold the hand-off and the work, not starting processes; memory
+    is sampled meanwhile (:class:`~mpdemo.timing.MemoryWatch`).
+    """
+    array = data.make_array(max(1, round(size_mb * 2**20 / (8 * COLUMNS))), COLUMNS)
+    blocks = [array[start:stop] for start, stop in shm.row_blocks(len(array), processes)]
+    expected = [func(block) for block in blocks]
+    if executor is None:
+        with ProcessPoolExecutor(max_workers=processes, mp_context=get_context()) as pool:
+            return shm_explore(size_mb, processes, func=func, executor=pool)
+    start_workers(executor, processes)
+    with shm.SharedArray.from_array(array) as shared:
+        with MemoryWatch() as pickled_memory:
+            start = time.perf_counter()
+            pickled = chunked_map(func, blocks, processes=processes, chunksize=1, executor=executor)
+            pickled_seconds = time.perf_counter() - start
+        with MemoryWatch() as shared_memory:
+            start = time.perf_counter()
+            from_shared = shm.parallel_apply(func, shared, processes=processes, executor=executor)
+            shared_seconds = time.perf_counter() - start
+    same = _equal(pickled, expected) and _equal(from_shared, expected)
+    return HandoffRun(array.nbytes / 2**20, processes, pickled_seconds, shared_seconds, pickled_memory.extra_mb(),
+                      shared_memory.extra_mb(), same)
+
+
+def _equal(results: list, expected: list) -> bool:
+    return len(results) == len(expected) and all(np.array_equal(a, b) for a, b in zip(results, expected))
+
+
+def describe_handoff(run: HandoffRun) -> str:
+    """The readout for one shared-memory explorer run, as HTML."""
+    return (f"{run.size_mb:,.0f} MB to {run.processes} workers · pickled <b>{run.pickled_seconds:.3f} s</b>, "
+            f"peak +{run.pickled_extra_mb:,.0f} MB · shared <b>{run.shared_seconds:.4f} s</b>, peak "
+            f"+{run.shared_extra_mb:,.0f} MB · shared memory was <b>{describe_speedup(run.ratio, 'pickling')}</b><br>"
+            f"results equal serial: {run.same_results}")
+
+
+class ShmExplorer(Explorer):
+    """Sliders for the array's size and the processes; Run hands it over pickled and shared."""
+
+    def __init__(self) -> None:
+        self.size_mb = slider(widgets.SelectionSlider, "array size (MB)", options=ARRAY_SIZES_MB, value=16)
+        self.processes = slider(widgets.IntSlider, "processes", value=cpu_count(), min=1, max=cpu_count())
+        super().__init__([self.size_mb, self.processes])
+
+    def compute(self) -> tuple[str, Figure]:
+        run = shm_explore(self.size_mb.value, self.processes.value)
+        return describe_handoff(run), plots.handoff(run)
+
+
+def shm_explorer() -> ShmExplorer:
+    """The shared-memory explorer of notebook 04."""
+    return ShmExplorer()

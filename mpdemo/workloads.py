@@ -16,7 +16,8 @@ The kinds of work:
 * :func:`io_bound` — sleeps, standing in for a network or disk wait (also GIL-free).
 * :func:`sum_of_squares` — one row of a 2-D array to one number (anti-pattern 1).
 * :func:`order_total` — one CSV row (``list[str]``) to a number, with errors a learner can read.
-* :func:`fail_on` and :func:`crash_on` — row functions that fail on purpose, for lessons and
+* :func:`fail_on`, :func:`fail_on_block` and :func:`crash_on` — row and block functions that
+  fail on purpose, for lessons and
   tests about errors and dead workers.
 * :func:`row_score` — a slow pure-Python row function with a hot spot, for profiling (lesson 06);
   :func:`row_score_fast` fixes the hot spot and :func:`row_scores` does every row at once.
@@ -80,6 +81,13 @@ def io_bound(x: int, seconds: float = 0.01) -> int:
     """Wait ``seconds`` as a network or disk request would, then return ``x``."""
     time.sleep(seconds)
     return x
+
+
+def fail_on_block(block: np.ndarray, bad: float = 500.0) -> float:
+    """The sum of a block of numbers, but raise ValueError if it holds ``bad``: one bad block."""
+    if (block == bad).any():
+        raise ValueError(f"cannot process {bad}")
+    return float(block.sum())
 
 
 def sum_of_squares(row: np.ndarray) -> float:
