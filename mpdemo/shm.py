@@ -319,10 +319,19 @@ def parallel_apply(func: Callable[[np.ndarray], Any], array: SharedArray | np.nd
     rows = array.shape[0]
     if out is not None and out.shape[:1] != (rows,):
         raise ValueError(f"out has shape {out.shape}, but the array has {rows:,} rows")
-    bounds = row_blocks(rows, blocks or processes)
     task = functools.partial(apply_block, func, array, out)
+    results = map_blocks(task, row_blocks(rows, blocks or processes), processes=processes, executor=executor,
+                         timeline=timeline)
+    return results if out is None else out.array
+
+
+def map_blocks(task: Callable[[tuple[int, int]], Any], bounds: list[tuple[int, int]], *, processes: int,
+               executor: Executor | None = None, timeline: Timeline | None = None) -> list:
+    """``[task(rows) for rows in bounds]`` on :func:`mpdemo.chunked_map`, one block per task.
+
+    A block that fails raises :class:`BlockError` naming its rows, not just its index.
+    """
     try:
-        results = chunked_map(task, bounds, processes=processes, chunksize=1, executor=executor, timeline=timeline)
+        return chunked_map(task, bounds, processes=processes, chunksize=1, executor=executor, timeline=timeline)
     except WorkerError as failed:
         raise BlockError(bounds[failed.index], failed.error) from failed.error
-    return results if out is None else out.array

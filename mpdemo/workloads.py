@@ -19,6 +19,9 @@ The kinds of work:
 * :func:`fail_on`, :func:`fail_on_block` and :func:`crash_on` — row and block functions that
   fail on purpose, for lessons and
   tests about errors and dead workers.
+* :func:`heavy_transform`, :func:`moments` — block functions for shared memory and memory maps
+  (lessons 04, 05): a CPU-heavy kernel, and the partial results of a reduction;
+  :func:`add_into_total` races on a shared total, to show when a lock is needed.
 * :func:`row_score` — a slow pure-Python row function with a hot spot, for profiling (lesson 06);
   :func:`row_score_fast` fixes the hot spot and :func:`row_scores` does every row at once.
 """
@@ -73,8 +76,9 @@ def _time_loops(loops: int) -> float:
 
 
 def numpy_heavy(block: np.ndarray) -> float:
-    """A NumPy kernel over a block of numbers; the GIL is released inside each ufunc loop."""
-    return float(np.sqrt(np.abs(np.sin(block) * np.cos(block)) + 1.0).sum())
+    """A NumPy kernel over a block of numbers (:func:`heavy_transform`, summed); the GIL is released
+    inside each ufunc loop."""
+    return float(heavy_transform(block).sum())
 
 
 def io_bound(x: int, seconds: float = 0.01) -> int:
@@ -227,3 +231,54 @@ def row_scores(array: np.ndarray) -> np.ndarray:
     z = (array - array.mean(axis=1, keepdims=True)) / np.where(spread == 0, 1.0, spread)  # as standardise does
     smooth = np.lib.stride_tricks.sliding_window_view(z, WINDOW, axis=1).mean(axis=2)
     return np.where(smooth > PEAK, smooth, 0.0).sum(axis=1)
+
+
+# --- Lessons 04 (shared memory) and 05 (memmap): block functions ------------------------------------------------
+
+
+def heavy_transform(block: np.ndarray) -> np.ndarray:
+    """A CPU-heavy NumPy kernel on every value of a block, giving a block of the same shape.
+
+    Transcendental functions cost tens of nanoseconds a value, so the work outweighs moving the
+    data through memory: a block function worth spreading over cores (:func:`numpy_heavy` sums it).
+    """
+    return np.sqrt(np.abs(np.sin(block) * np.cos(block)) + 1.0)
+
+
+def moments(block: np.ndarray) -> np.ndarray:
+    """``[count, sum, sum of squares]`` of a block's values: partial results of a reduction.
+
+    Partials of disjoint blocks add up to those of the whole, and :func:`mean_and_std` turns the
+    total into the mean and the standard deviation, so no worker needs to see any other's data.
+    """
+    return np.array([block.size, block.sum(), np.square(block).sum()])
+
+
+def mean_and_std(partials) -> tuple[float, float]:
+    """The mean and standard deviation of all the values behind a list of :func:`moments`."""
+    count, total, squares = np.sum(partials, axis=0)
+    mean = total / count
+    return float(mean), float(np.sqrt(max(0.0, squares / count - mean * mean)))
+
+
+def add_into_total(total, values, rows: tuple[int, int], lock=None, ready=None) -> None:
+    """Add ``values.array[start:stop]`` one by one into ``total.array[0]``, in a worker process.
+
+    ``total`` and ``values`` are :class:`mpdemo.shm.SharedArray` s. ``t[0] += v`` reads the total,
+    adds, and writes it back: two workers that read the same old total both write back their own
+    sum, and one addition is lost. Holding ``lock`` around it makes it safe, and serial. ``ready``
+    (a ``Barrier``) makes the workers start together, as in a real run.
+    """
+    from mpdemo.guard import ignore_sigint
+
+    ignore_sigint()
+    if ready is not None:
+        ready.wait(60)
+    start, stop = rows
+    t, v = total.array, values.array
+    for i in range(start, stop):
+        if lock is None:
+            t[0] += v[i]
+        else:
+            with lock:
+                t[0] += v[i]
