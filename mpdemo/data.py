@@ -102,7 +102,39 @@ def make_array(rows: int, cols: int = 10, *, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((rows, cols))
 
 
+def measurements(start: int, stop: int, cols: int = 128, *, seed: int = 0) -> np.ndarray:
+    """Rows ``start:stop`` of a large table of standard-normal numbers, made block by block.
+
+    Each block of :data:`BLOCK_ROWS` rows comes from its own seed, so any row range is the same
+    whoever makes it and however the work is split, and nothing needs the whole table at once.
+    """
+    first, last = start // BLOCK_ROWS, (stop - 1) // BLOCK_ROWS
+    blocks = [np.random.default_rng([seed, b]).standard_normal((BLOCK_ROWS, cols)) for b in range(first, last + 1)]
+    return np.concatenate(blocks)[start - first * BLOCK_ROWS:stop - first * BLOCK_ROWS]
+
+
+#: Rows per seeded block of :func:`measurements`.
+BLOCK_ROWS = 8_192
+
+
+def measurements_npy(rows: int, cols: int = 128, *, seed: int = 0) -> Path:
+    """The path of a ``.npy`` file of :func:`measurements` rows in :func:`data_dir`, written if missing.
+
+    It is written a block at a time through a memory map, so it may be larger than memory.
+    """
+    from mpdemo.memmap import write_npy  # memmap imports the pool machinery; data files need it only here
+
+    path = data_dir() / f"measurements_{rows}x{cols}_s{seed}.npy"
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        write_npy(partial, (rows, cols), fill=lambda start, stop: measurements(start, stop, cols, seed=seed))
+        partial.replace(path)
+    return path
+
+
 def generate(kind: str | None = None) -> list[Path]:
     """Write the data files the notebooks use for ``kind`` (default: ``MPDEMO_SIZE``)."""
-    rows = {"small": 20_000, "full": 1_000_000}[kind or size()]
-    return [orders_csv(rows), orders_csv(rows, bad_every=997)]
+    kind = kind or size()
+    rows = {"small": 20_000, "full": 1_000_000}[kind]
+    npy_rows = {"small": 2**18, "full": 2**20}[kind]  # 256 MB and 1 GB of 1 KB rows: notebook 05
+    return [orders_csv(rows), orders_csv(rows, bad_every=997), measurements_npy(npy_rows)]

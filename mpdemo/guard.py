@@ -228,12 +228,13 @@ def describe_dead_processes(processes: Iterable[BaseProcess], wait: float = 0.0)
         time.sleep(0.02)
     codes = {p.pid: p.exitcode for p in processes if p.exitcode}
     first = {pid: code for pid, code in codes.items() if code != -signal.SIGTERM} or codes
-    return "; ".join(f"pid {pid} was killed by {_signal_name(-code)}" if code < 0 else
+    return "; ".join(f"pid {pid} was killed by {signal_name(-code)}" if code < 0 else
                      f"pid {pid} exited with code {code}, from an error outside your function (its "
                      "traceback went to the terminal running Python)" for pid, code in first.items())
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """``"SIGKILL"`` for 9, and so on."""
     try:
         return signal.Signals(number).name
     except ValueError:

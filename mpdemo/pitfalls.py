@@ -22,6 +22,7 @@ import numpy as np
 
 from mpdemo import workloads
 from mpdemo.context import get_context
+from mpdemo.guard import signal_name
 
 #: A function typed into a notebook lives in ``__main__``; spawn workers cannot import it.
 #: Fill in ``{method}`` (a start method) and ``{pool_code}`` (:data:`WITH_POOL` or
@@ -89,11 +90,15 @@ class Outcome:
     def __str__(self) -> str:
         if self.timed_out:
             head = f"no answer after {self.seconds:.1f} s: killed it (it would have waited forever)"
+        elif self.returncode is not None and self.returncode < 0:
+            head = f"was killed by {signal_name(-self.returncode)} after {self.seconds:.1f} s"
+            if -self.returncode == getattr(signal, "SIGSEGV", None):
+                head += (" (a segmentation fault: it touched memory that was not there any more; a shell "
+                         f"reports exit status {128 - self.returncode})")
         else:
             head = f"exited with code {self.returncode} after {self.seconds:.1f} s"
         lines = [head]
-        if self.stdout.strip():
-            lines.append("printed: " + self.stdout.strip().splitlines()[-1])
+        lines += [f"printed: {line}" for line in self.stdout.strip().splitlines()]
         lines += [f"error: {error}" for error in self.errors()]
         return "\n".join(lines)
 
@@ -110,6 +115,11 @@ class Outcome:
                     if follow.endswith("."):
                         break
                 found.append(" ".join(message))
+        return list(dict.fromkeys(found))
+
+    def warnings(self) -> list[str]:
+        """The distinct ``SomeWarning: message`` parts of stderr (the file and line before them left out)."""
+        found = [match.group(0) for match in re.finditer(r"\b\w+Warning: .*", self.stderr)]
         return list(dict.fromkeys(found))
 
 
@@ -534,3 +544,26 @@ SHARED_MEMORY_STAGES = {
     "4 every row": ALL_ROWS_SHARED_MEMORY,
     "5 no lock": REPAIRED_SHARED_MEMORY,
 }
+
+#: Another program attaching to a block, as the Python documentation shows, and exiting:
+#: ``python script.py plain|handle NAME`` (the block holds 10 float64). Started by hand (or from a
+#: second notebook), it has a resource tracker of its own. ``plain`` attaches with
+#: ``SharedMemory(name)``, which registers the block with that tracker, and the tracker removes
+#: the block when the program exits (CPython gh-82300); ``handle`` attaches with
+#: ``SharedArray.attach``, which does not register it.
+ATTACH_ELSEWHERE = '''\
+import sys
+from multiprocessing import shared_memory
+
+from mpdemo.shm import SharedArray
+
+how, name = sys.argv[1], sys.argv[2]
+if how == "plain":
+    block = shared_memory.SharedMemory(name=name)
+    print(f"attached to {name} with SharedMemory: {block.size} bytes")
+    block.close()
+else:
+    shared = SharedArray.attach(name, (10,), "float64")
+    print(f"attached to {name} with SharedArray.attach: {shared.array.sum()}")
+    shared.close()
+'''

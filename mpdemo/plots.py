@@ -186,7 +186,7 @@ def handoff(run, *, title: str = "") -> Figure:
     times.set_xscale("log")
     times.set_xlabel("seconds (log scale)")
     memory.barh(ways, extra, color=colours)
-    memory.set_xlabel("peak memory above the start (MB)")
+    memory.set_xlabel("extra memory at the peak (MB)")
     for ax, values, text in ((times, seconds, "{:.3g} s"), (memory, extra, "{:,.0f} MB")):
         ax.invert_yaxis()
         for y, value in enumerate(values):
@@ -198,21 +198,24 @@ def handoff(run, *, title: str = "") -> Figure:
 
 
 def handoff_sweep(runs: Sequence, *, title: str = "") -> Figure:
-    """Several hand-offs (``mpdemo.widgets.HandoffRun``) by array size: time and extra memory of each
-    way, on log scales."""
-    figure = Figure(figsize=(9, 3), layout="constrained")
+    """Several hand-offs (``mpdemo.widgets.HandoffRun``) by array size: the time of each way (log
+    scale) and its extra memory (log scale above 1 MB, linear below, so that 0 shows)."""
+    figure = Figure(figsize=(9, 3.2), layout="constrained")
     times, memory = figure.subplots(1, 2)
     sizes = [run.size_mb for run in runs]
     for way, colour in WAY_COLOURS.items():
         times.plot(sizes, [getattr(run, f"{way}_seconds") for run in runs], "o-", color=colour, label=way)
-        memory.plot(sizes, [max(0.1, getattr(run, f"{way}_extra_mb")) for run in runs], "o-", color=colour,
+        memory.plot(sizes, [max(0.0, getattr(run, f"{way}_extra_mb")) for run in runs], "o-", color=colour,
                     label=way)
     memory.plot(sizes, sizes, "--", color="grey", label="the array's size")
-    for ax, label in ((times, "seconds"), (memory, "peak memory above the start (MB)")):
+    times.set_yscale("log")
+    times.set_ylabel("seconds (log scale)")
+    memory.set_yscale("symlog", linthresh=1.0)
+    memory.set_ylim(bottom=0)
+    memory.set_ylabel("extra memory at the peak (MB)")
+    for ax in (times, memory):
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.set_xlabel("array size (MB, log scale)")
-        ax.set_ylabel(f"{label} (log scale)")
         ax.legend(fontsize=8)
     figure.suptitle(title or f"handing an array to {runs[0].processes} workers", fontsize=9)
     return figure

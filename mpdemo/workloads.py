@@ -282,3 +282,10 @@ def add_into_total(total, values, rows: tuple[int, int], lock=None, ready=None) 
         else:
             with lock:
                 t[0] += v[i]
+
+
+def what_arrived(array: np.ndarray) -> str:
+    """Runs in a worker: how an array argument arrived, a copy or a memory map of a file, in words."""
+    if isinstance(array, np.memmap):
+        return f"np.memmap of {os.path.basename(array.filename)} ({array.nbytes / 2**20:,.0f} MB, no copy)"
+    return f"np.ndarray, a copy unpickled here ({array.nbytes / 2**20:,.0f} MB)"

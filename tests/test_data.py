@@ -72,8 +72,20 @@ def test_data_command_generates_the_small_files(tmp_path):
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["orders_20000_s0_bad0.csv", "orders_20000_s0_bad997.csv"]
-    assert len(read_rows(tmp_path / names[1])) == 20_001
+    assert names == ["measurements_262144x128_s0.npy", "orders_20000_s0_bad0.csv", "orders_20000_s0_bad997.csv"]
+    assert len(read_rows(tmp_path / names[2])) == 20_001
+    assert np.load(tmp_path / names[0], mmap_mode="r").shape == (262_144, 128)
+
+
+def test_measurements_are_the_same_rows_however_they_are_cut(tmp_path, monkeypatch):
+    whole = data.measurements(0, 20_000, 3)
+    assert whole.shape == (20_000, 3) and abs(whole.mean()) < 0.05
+    for start, stop in [(0, 1), (8_191, 8_193), (5_000, 19_999)]:
+        assert np.array_equal(data.measurements(start, stop, 3), whole[start:stop])
+    monkeypatch.setenv("MPDEMO_DATA_DIR", str(tmp_path))
+    path = data.measurements_npy(10_000, 3)
+    assert np.array_equal(np.load(path), whole[:10_000])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # no temporary file left
 
 
 def test_pick_follows_mpdemo_size(monkeypatch):

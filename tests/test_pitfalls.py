@@ -2,12 +2,15 @@
 
 import multiprocessing
 import os
+import re
+import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import mpdemo
 from mpdemo import pitfalls, workloads
 
 
@@ -101,3 +104,22 @@ def test_edit_refuses_a_change_it_cannot_place():
         pitfalls.edit(pitfalls.BROKEN_PIPELINE, ("no such line", "x"))
     assert "+    tasks, results = ctx.Queue(maxsize=2 * workers), ctx.Queue()   # bounded" in \
         pitfalls.diff(pitfalls.CHECKED_PIPELINE, pitfalls.BOUNDED_PIPELINE)
+
+
+def test_shared_memory_mistakes_show_one_by_one_and_the_repairs_end_them():
+    """Anti-pattern 3: each stage of lesson 04 fails as the lesson says, and the last one is right."""
+    method = mpdemo.start_method()
+    outcomes = {stage: pitfalls.run_script(script, "20001", "2", method, timeout=60)
+                for stage, script in pitfalls.SHARED_MEMORY_STAGES.items()}
+    broken, imported, views_first, one_owner, all_rows, repaired = outcomes.values()
+    assert broken.returncode == 1
+    assert broken.errors() == ["AttributeError: module 'multiprocessing' has no attribute 'shared_memory'"]
+    assert imported.returncode == -signal.SIGSEGV and "was killed by SIGSEGV" in str(imported)
+    assert any(error.startswith("FileExistsError") for error in imported.errors())
+    assert views_first.returncode == 0 and any(e.startswith("FileExistsError") for e in views_first.errors())
+    assert re.search(r"^10,00[01] of 20,001 squares right$", views_first.stdout, re.M)  # one worker's rows
+    assert one_owner.returncode == 0 and "20,000 of 20,001 squares right" in one_owner.stdout
+    for outcome in (all_rows, repaired):
+        assert outcome.returncode == 0 and "20,001 of 20,001 squares right" in outcome.stdout, outcome
+        assert not outcome.errors() and "exit codes [0, 0]" in outcome.stdout
+    assert "Lock()" not in pitfalls.REPAIRED_SHARED_MEMORY and "with lock" not in pitfalls.REPAIRED_SHARED_MEMORY

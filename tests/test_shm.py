@@ -201,27 +201,15 @@ def test_the_resource_tracker_has_nothing_to_say():
     assert outcome.stderr == ""
 
 
-OWN_TRACKER = """
-import sys
-from multiprocessing import shared_memory
-from mpdemo.shm import SharedArray
-if sys.argv[1] == "plain":
-    block = shared_memory.SharedMemory(name=sys.argv[2])   # registers with this process's own tracker
-    block.close()
-else:
-    SharedArray.attach(sys.argv[2], (10,), "float64").close()
-"""
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="no resource tracker on Windows")
 def test_a_process_with_its_own_tracker_removes_a_plain_attach_but_not_a_handle():
     """CPython gh-82300, which notebook 04 shows: a plain attach in an unrelated process unlinks the
     block when that process exits; our attach does not register, so the block survives."""
     with SharedArray.create(10) as shared:
-        ours = pitfalls.run_script(OWN_TRACKER, "handle", shared.name, timeout=60)
+        ours = pitfalls.run_script(pitfalls.ATTACH_ELSEWHERE, "handle", shared.name, timeout=60)
         assert ours.returncode == 0 and ours.stderr == ""
         assert shm.exists(shared.name)
-        plain = pitfalls.run_script(OWN_TRACKER, "plain", shared.name, timeout=60)
+        plain = pitfalls.run_script(pitfalls.ATTACH_ELSEWHERE, "plain", shared.name, timeout=60)
         assert plain.returncode == 0 and "leaked shared_memory" in plain.stderr
         assert not shm.exists(shared.name)  # gone from under its owner, which still maps it
         assert shared.array.shape == (10,)
