@@ -386,7 +386,8 @@ def _equal(results: list, expected: list) -> bool:
 
 def describe_handoff(run: HandoffRun) -> str:
     """The readout for one shared-memory explorer run, as HTML."""
-    return (f"{run.size_mb:,.0f} MB to {run.processes} workers · pickled <b>{run.pickled_seconds:.3f} s</b>, "
+    workers = f"{run.processes} worker{'s' if run.processes != 1 else ''}"
+    return (f"{run.size_mb:,.0f} MB to {workers} · pickled <b>{run.pickled_seconds:.3f} s</b>, "
             f"peak +{run.pickled_extra_mb:,.0f} MB · shared <b>{run.shared_seconds:.4f} s</b>, peak "
             f"+{run.shared_extra_mb:,.0f} MB · shared memory was <b>{describe_speedup(run.ratio, 'pickling')}</b><br>"
             f"results equal serial: {run.same_results}")

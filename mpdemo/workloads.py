@@ -16,9 +16,8 @@ The kinds of work:
 * :func:`io_bound` — sleeps, standing in for a network or disk wait (also GIL-free).
 * :func:`sum_of_squares` — one row of a 2-D array to one number (anti-pattern 1).
 * :func:`order_total` — one CSV row (``list[str]``) to a number, with errors a learner can read.
-* :func:`fail_on`, :func:`fail_on_block` and :func:`crash_on` — row and block functions that
-  fail on purpose, for lessons and
-  tests about errors and dead workers.
+* :func:`fail_on`, :func:`fail_on_block`, :func:`crash_on` and :func:`crash_on_block` — row and
+  block functions that fail on purpose, for lessons and tests about errors and dead workers.
 * :func:`heavy_transform`, :func:`moments` — block functions for shared memory and memory maps
   (lessons 04, 05): a CPU-heavy kernel, and the partial results of a reduction;
   :func:`add_into_total` races on a shared total, to show when a lock is needed.
@@ -131,6 +130,13 @@ def crash_on(x: int, bad: int = 13) -> int:
     if x == bad:
         os.kill(os.getpid(), signal.SIGKILL if hasattr(signal, "SIGKILL") else signal.SIGTERM)
     return x
+
+
+def crash_on_block(block: np.ndarray, bad: float = 500.0) -> float:
+    """:func:`crash_on` for blocks: the sum of a block, but SIGKILL this worker if it holds ``bad``."""
+    if (block == bad).any():
+        crash_on(bad, bad)
+    return float(block.sum())
 
 
 # ── Lesson 03: queues ────────────────────────────────────────────────────────────────────────

@@ -310,3 +310,18 @@ def check_queue(explorer: Locator, readout: str) -> None:
 def test_queue_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path) -> None:
     drive_explorer(page, lab, tmp_path, notebook="03_queues.ipynb", slider_label="queue bound",
                    answered="rows/s", check=check_queue)
+
+
+def check_shm(explorer: Locator, readout: str) -> None:
+    """Both ways agreed with serial, for the size and the processes the sliders show."""
+    assert "results equal serial: True" in readout, readout
+    size = slider_value(explorer, "array size (MB)").inner_text()
+    processes = int(slider_value(explorer, "processes").inner_text())
+    assert re.search(rf"\b{size} MB to {processes} worker", readout), f"expected {size} MB, {processes}: {readout}"
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(600)
+def test_shm_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path) -> None:
+    drive_explorer(page, lab, tmp_path, notebook="04_shared_memory.ipynb", slider_label="array size (MB)",
+                   answered="results equal serial", check=check_shm)

@@ -134,3 +134,47 @@ def test_queue_explorer_run_button_shows_readout_and_plot():
     assert bytes(explorer.picture.value).startswith(PNG_MAGIC)
     figure = plots.queue_depth(widgets.QueueRun(1, 8, 1, 1, 10, 1.0, 0.0, [widgets.QueueSample(0, 1, 1, 0, 50.0)], 10))
     assert legend_texts(figure)[:3] == ["waiting in the queue", "being worked on", "queue bound (8)"]
+
+
+# ── The shared-memory explorer (lesson 04) ───────────────────────────────────────────────────
+
+
+def test_shm_explore_hands_the_array_over_both_ways_and_pickling_costs_memory():
+    run = widgets.shm_explore(32, processes=2)
+    assert run.same_results and run.processes == 2 and run.size_mb == pytest.approx(32, rel=0.01)
+    assert run.pickled_seconds > 0 and run.shared_seconds > 0
+    assert run.ratio == pytest.approx(run.pickled_seconds / run.shared_seconds)
+    assert run.pickled_extra_mb > 16 > run.shared_extra_mb  # copies of the blocks, against none
+
+
+def test_shm_explore_checks_any_block_function_against_serial():
+    assert widgets.shm_explore(1, processes=2, func=len).same_results
+
+
+def test_describe_handoff_reports_both_ways_and_the_ratio():
+    run = widgets.HandoffRun(64, 2, pickled_seconds=0.5, shared_seconds=0.01, pickled_extra_mb=96,
+                             shared_extra_mb=0.4, same_results=True)
+    text = widgets.describe_handoff(run)
+    assert "64 MB to 2 workers · pickled <b>0.500 s</b>, peak +96 MB" in text
+    assert "shared <b>0.0100 s</b>, peak +0 MB" in text
+    assert "shared memory was <b>50.00× faster than pickling</b>" in text and "results equal serial: True" in text
+
+
+def test_shm_explorer_run_button_shows_readout_and_plot():
+    explorer = widgets.shm_explorer()
+    assert explorer.size_mb.options[0] == 1 and explorer.size_mb.options[-1] == 256
+    assert (explorer.processes.min, explorer.processes.max) == (1, context.cpu_count())
+    explorer.size_mb.value, explorer.processes.value = 4, 1
+    explorer.run_button.click()
+    readout = explorer.readout.value
+    assert "4 MB to 1 worker ·" in readout and "results equal serial: True" in readout, readout
+    assert bytes(explorer.picture.value).startswith(PNG_MAGIC)
+
+
+def test_handoff_figures_draw_both_ways():
+    runs = [widgets.HandoffRun(size, 2, 0.01 * size, 0.001, 2.0 * size, 0.0, True) for size in (1, 4, 16)]
+    single = plots.handoff(runs[-1])
+    assert [t.get_text() for t in single.axes[0].get_yticklabels()] == ["pickled", "shared"]
+    sweep = plots.handoff_sweep(runs)
+    assert [t.get_text() for t in sweep.axes[1].get_legend().get_texts()] == ["pickled", "shared", "the array's size"]
+    assert plots.png(sweep).startswith(PNG_MAGIC)
