@@ -12,7 +12,7 @@ use: the 5M-row file takes about a minute to write and 230 MB of disk):
    and for the largest worker (1b). Each size runs in a fresh Python process (this script with
    ``--measure``), which streams the file through ``stream_csv`` (``feed="rows"``, where the
    caller parses and holds the most), adds the totals up without keeping them, and reports its
-   own peak resident memory and its workers' largest (sampled with psutil every 20 ms). A
+   own peak resident memory and its workers' largest (sampled every 20 ms). A
    pipeline whose queues were not bounded would hold the whole file: five times as much.
 2. **CPU-heavy rows, 2 workers vs serial** (target ≥ 1.7×): ``busy_order_total`` at about
    60 µs a row, ``process_csv`` on 2 workers against a serial ``csv.reader`` loop over the same
@@ -35,14 +35,13 @@ import functools
 import json
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import mpdemo
 from mpdemo import data, workloads
 from mpdemo.bench import Figure, Run, all_equal, arguments, at_least, at_most, finish, in_turns
-from mpdemo.timing import Timeline, speedup_table
+from mpdemo.timing import MemoryWatch, Timeline, speedup_table
 
 #: Figure 2: microseconds of work per CPU-heavy row (the brief asks for at least 50).
 HEAVY_COST_US = 60
@@ -76,35 +75,17 @@ def serial_loop(path: Path, func) -> list:
 def measure_memory(path: Path) -> dict[str, float]:
     """Runs in a fresh process (``--measure``): stream the file, keep no results, report peak memory.
 
-    The peaks are sampled every 20 ms with psutil. (``ru_maxrss`` would not do: Linux carries a
-    parent's peak over into its child, so the child would report ours.)
+    The peaks (resident memory of each process) are sampled every 20 ms by
+    :class:`mpdemo.timing.MemoryWatch`. (``ru_maxrss`` would not do: Linux carries a parent's peak
+    over into its child, so the child would report ours.)
     """
-    import psutil  # a dev dependency: the benchmark may use it, the package does not
-
-    peak = {"caller": 0.0, "workers": 0.0}
-    stop = threading.Event()
-
-    def watch() -> None:
-        me = psutil.Process()
-        while not stop.is_set():
-            peak["caller"] = max(peak["caller"], me.memory_info().rss / 2**20)
-            for child in me.children(recursive=True):
-                try:
-                    if "resource_tracker" not in " ".join(child.cmdline()):
-                        peak["workers"] = max(peak["workers"], child.memory_info().rss / 2**20)
-                except psutil.Error:
-                    pass
-            stop.wait(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    total, rows = 0.0, 0
-    with mpdemo.stream_csv(path, workloads.order_total, processes=2, feed="rows") as stream:
-        for value in stream:
-            total, rows = total + value, rows + 1
-    stop.set()
-    watcher.join()
-    return {**peak, "rows": rows}
+    with MemoryWatch(interval=0.02) as watch:
+        total, rows = 0.0, 0
+        with mpdemo.stream_csv(path, workloads.order_total, processes=2, feed="rows") as stream:
+            for value in stream:
+                total, rows = total + value, rows + 1
+    workers = [mb for label, mb in watch.peaks_mb.items() if label != "caller"]
+    return {"caller": watch.peaks_mb["caller"], "workers": max(workers, default=0.0), "rows": rows}
 
 
 def memory_figures(sizes: Sizes) -> list[Figure]:
