@@ -78,7 +78,9 @@ def test_bench_compares_every_contender_then_runs_every_figure(tmp_path):
                    "3  chunksize=1 time / auto time", "4  auto", "4b suggest_chunksize",
                    "5  chunked_map time / fastest other",
                    "1  caller's peak memory", "1b largest worker's peak memory", "2  CPU-heavy rows, 2 workers",
-                   '3  light rows, feed="rows" time / feed="ranges" time'):
+                   '3  light rows, feed="rows" time / feed="ranges" time',
+                   "1  hand-off alone (len), pickled time / shared time", "2  peak memory with shared memory",
+                   "3  score_rows (Python, per row), parallel_apply"):
         assert figure in summary
     assert "mpire: results equal serial: True" in scripts
     assert "results equal serial: False" not in scripts

@@ -3,7 +3,8 @@
 - numbered 00, 01, ... with no gap; objectives, prerequisites and time in the first cell;
 - a summary and exercises at the end, each exercise a "# Your code here" cell followed by its
   solution, collapsed (the solution executes in CI, so a broken one fails the suite);
-- committed without outputs, except the cells nbval compares (# NBVAL_CHECK_OUTPUT);
+- committed without outputs, except the cells nbval compares (# NBVAL_CHECK_OUTPUT), and
+  without a run's widget state or timestamps;
 - no cell catches KeyboardInterrupt: nbval interrupts a cell that runs over its timeout;
 - no speedup written into the prose: every "N×" is computed from numbers measured live.
 """
@@ -55,6 +56,13 @@ def test_only_checked_cells_keep_outputs(path):
             assert cell.outputs and cell.execution_count, f"checked cell has no stored output:\n{cell.source}"
         else:
             assert not cell.outputs and cell.execution_count is None, f"output left in:\n{cell.source}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_run_leaves_its_widget_state_or_timestamps(path):
+    notebook = nbformat.read(path, as_version=4)
+    assert "widgets" not in notebook.metadata, "widget state of a run: tools/refresh_notebooks.py drops it"
+    assert not [c for c in notebook.cells if "execution" in c.metadata], "the kernel's timestamps of a run"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

@@ -23,8 +23,9 @@ CHECKED = "# NBVAL_CHECK_OUTPUT"
 
 def refresh(path: Path, timeout: int) -> None:
     notebook = nbformat.read(path, as_version=4)
-    nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+    nbclient.NotebookClient(notebook, timeout=timeout, kernel_name="python3", store_widget_state=False,
                             resources={"metadata": {"path": str(path.parent)}}).execute()
+    notebook.metadata.pop("widgets", None)  # the state of the last run's widgets: noise in every diff
     for cell in notebook.cells:
         cell.metadata.pop("execution", None)  # the kernel's timestamps: noise in every diff
         if cell.cell_type == "code" and CHECKED not in cell.source:
