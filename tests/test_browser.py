@@ -285,14 +285,6 @@ def check_chunking(explorer: Locator, readout: str) -> None:
     assert re.search(rf"\b{tasks} tasks\b", readout), f"expected {tasks} tasks: {readout}"
 
 
-# `page` comes first: without Chromium the test skips before it starts JupyterLab.
-@pytest.mark.browser
-@pytest.mark.timeout(600)
-def test_chunking_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path) -> None:
-    drive_explorer(page, lab, tmp_path, notebook="02_chunking.ipynb", slider_label="chunksize",
-                   answered="speedup", check=check_chunking)
-
-
 def check_queue(explorer: Locator, readout: str) -> None:
     """Every row was done, the bound is the slider's, and rows/s is the rows over the seconds shown."""
     match = re.search(r"([\d,]+) of ([\d,]+) rows done in ([\d.]+) s: ([\d,]+) rows/s · queue bound ([\w ]+?)deepest",
@@ -305,13 +297,6 @@ def check_queue(explorer: Locator, readout: str) -> None:
     assert rate == pytest.approx(done / seconds, rel=0.05), readout  # the seconds are rounded to 0.01
 
 
-@pytest.mark.browser
-@pytest.mark.timeout(600)
-def test_queue_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path) -> None:
-    drive_explorer(page, lab, tmp_path, notebook="03_queues.ipynb", slider_label="queue bound",
-                   answered="rows/s", check=check_queue)
-
-
 def check_shm(explorer: Locator, readout: str) -> None:
     """Both ways agreed with serial, for the size and the processes the sliders show."""
     assert "results equal serial: True" in readout, readout
@@ -320,8 +305,25 @@ def check_shm(explorer: Locator, readout: str) -> None:
     assert re.search(rf"\b{size} MB to {processes} worker", readout), f"expected {size} MB, {processes}: {readout}"
 
 
+@dataclass(frozen=True)
+class Explorer:
+    """One notebook's explorer: the slider the test moves, what every readout says, its check."""
+
+    notebook: str
+    slider: str
+    answered: str
+    check: Callable[[Locator, str], None]
+
+
+EXPLORERS = [Explorer("02_chunking.ipynb", "chunksize", "speedup", check_chunking),
+             Explorer("03_queues.ipynb", "queue bound", "rows/s", check_queue),
+             Explorer("04_shared_memory.ipynb", "array size (MB)", "results equal serial", check_shm)]
+
+
+# `page` comes first: without Chromium the test skips before it starts JupyterLab.
 @pytest.mark.browser
 @pytest.mark.timeout(600)
-def test_shm_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path) -> None:
-    drive_explorer(page, lab, tmp_path, notebook="04_shared_memory.ipynb", slider_label="array size (MB)",
-                   answered="results equal serial", check=check_shm)
+@pytest.mark.parametrize("explorer", EXPLORERS, ids=lambda explorer: explorer.notebook)
+def test_explorer_in_jupyterlab(page: Page, lab: Lab, tmp_path: Path, explorer: Explorer) -> None:
+    drive_explorer(page, lab, tmp_path, notebook=explorer.notebook, slider_label=explorer.slider,
+                   answered=explorer.answered, check=explorer.check)
