@@ -30,6 +30,7 @@ worker imports this file again, so the work starts only under ``if __name__ == "
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -39,7 +40,7 @@ import numpy as np
 
 import mpdemo
 from mpdemo import data, shm, widgets, workloads
-from mpdemo.bench import Figure, Run, all_equal, arguments, at_least, at_most, finish, in_turns
+from mpdemo.bench import Figure, Run, arguments, at_least, at_most, finish, in_turns
 from mpdemo.context import start_workers
 from mpdemo.timing import MemoryWatch, speedup_table
 
@@ -117,9 +118,9 @@ def heavy_figures(sizes: Sizes, pool: Executor) -> list[Figure]:
     for name, func, shape, out_shape, target in cases:
         with shm.SharedArray.create(shape) as source, shm.SharedArray.create(out_shape) as out:
             fill(source.array)
-            serial = Run(f"serial {func.__name__}", lambda: func(source.array))
-            parallel = Run("parallel_apply, 2 workers", lambda: shm.parallel_apply(
-                func, source, processes=PROCESSES, out=out, executor=pool))
+            serial = Run(f"serial {func.__name__}", functools.partial(func, source.array))
+            parallel = Run("parallel_apply, 2 workers", functools.partial(
+                shm.parallel_apply, func, source, processes=PROCESSES, out=out, executor=pool))
             times = in_turns([serial, parallel], sizes.rounds)
             equal = np.array_equal(out.array, serial.result)  # out holds the last round's output
             serial.result = parallel.result = None  # let the large arrays go before the blocks close

@@ -130,8 +130,9 @@ def reduce_rows(func: Callable[[np.ndarray], Any], path: str, window_rows: int |
     layout = npy_layout(path)
     began = peak = memory_mb()
     results = []
-    for first in range(start, stop, window_rows or max(1, stop - start)):
-        window = open_rows(path, first, min(stop, first + (window_rows or stop)), layout)
+    step = window_rows or max(1, stop - start)
+    for first in range(start, stop, step):
+        window = open_rows(path, first, min(stop, first + step), layout)
         results.append(func(window))
         peak = max(peak, memory_mb())  # while the window is still mapped: its highest point
         del window

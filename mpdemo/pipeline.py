@@ -631,7 +631,7 @@ def pack(done: ChunkDone, result_lines: list[int], path: str) -> bytes:
 
 def rows_of(chunk: RowsChunk) -> Iterator[tuple[int, list[str] | Exception]]:
     """The rows of a :class:`RowsChunk`, each a list again, as ``csv.reader`` gave it."""
-    for line, row in zip(chunk.lines, chunk.rows):
+    for line, row in zip(chunk.lines, chunk.rows, strict=True):
         yield line, list(row) if isinstance(row, tuple) else row
 
 

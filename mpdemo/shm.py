@@ -190,7 +190,8 @@ def open_block(name: str) -> shared_memory.SharedMemory:
 
     Python 3.13 has ``track=False`` for this. Before, ``SharedMemory(name)`` always registers (see
     the module doc), so for the moment it opens the block, registration is skipped for shared
-    memory. Raises ``FileNotFoundError`` when no block has that name (any more).
+    memory (in this process: a block that another thread creates at that very moment would not
+    be registered either). Raises ``FileNotFoundError`` when no block has that name (any more).
     """
     if sys.version_info >= (3, 13):
         return shared_memory.SharedMemory(name, track=False)

@@ -12,8 +12,10 @@ import functools
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -347,7 +349,8 @@ class HandoffRun:
         return self.pickled_seconds / self.shared_seconds
 
 
-def shm_explore(size_mb: float, processes: int, *, func=np.sum, executor: Executor | None = None) -> HandoffRun:
+def shm_explore(size_mb: float, processes: int, *, func: Callable[[np.ndarray], Any] = np.sum,
+                executor: Executor | None = None) -> HandoffRun:
     """Give each of ``processes`` workers one row block of a ``size_mb`` MB array, two ways.
 
     **Pickled**: each block is an argument of ``chunked_map``, pickled by the caller, sent through
@@ -381,7 +384,7 @@ def shm_explore(size_mb: float, processes: int, *, func=np.sum, executor: Execut
 
 
 def _equal(results: list, expected: list) -> bool:
-    return len(results) == len(expected) and all(np.array_equal(a, b) for a, b in zip(results, expected))
+    return len(results) == len(expected) and all(np.array_equal(a, b) for a, b in zip(results, expected, strict=True))
 
 
 def describe_handoff(run: HandoffRun) -> str:

@@ -65,7 +65,7 @@ def test_file_apply_equals_the_same_windows_done_serially(npy, pool, window_mb):
             expected.append(workloads.moments(whole[first:min(stop, first + window_rows)]))
     result = memmap.file_apply(workloads.moments, npy, processes=2, window_mb=window_mb, executor=pool)
     assert len(result.results) == len(expected)
-    assert all(np.array_equal(a, b) for a, b in zip(result.results, expected))
+    assert all(np.array_equal(a, b) for a, b in zip(result.results, expected, strict=True))
     count, total, squares = np.sum(result.results, axis=0)
     assert count == whole.size and total == pytest.approx(whole.sum())
     assert [report.rows for report in result.reports] == row_blocks(len(whole), 2)
