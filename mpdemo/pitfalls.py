@@ -567,3 +567,30 @@ else:
     print(f"attached to {name} with SharedArray.attach: {shared.array.sum()}")
     shared.close()
 '''
+
+#: The usual "fix" for the resource tracker's warnings, and what it breaks: ``python script.py
+#: METHOD``. A worker attaches to its parent's block and unregisters it, as many projects do to
+#: silence the tracker. Workers share their parent's tracker, which holds each name once, so this
+#: removes the parent's own entry, and the parent's ``unlink()`` then makes the tracker print a
+#: ``KeyError`` traceback.
+UNREGISTER_IN_WORKER = '''\
+import sys
+from multiprocessing import get_context, resource_tracker, shared_memory
+
+
+def worker(name):
+    block = shared_memory.SharedMemory(name=name)                # registers the name (again)
+    resource_tracker.unregister(block._name, "shared_memory")   # "so that the tracker leaves it alone"
+    block.close()
+
+
+if __name__ == "__main__":
+    ctx = get_context(sys.argv[1])
+    block = shared_memory.SharedMemory(create=True, size=16)
+    process = ctx.Process(target=worker, args=(block.name,))
+    process.start()
+    process.join()
+    block.close()
+    block.unlink()                                               # unregisters it: the tracker has no such name
+    print(f"created, attached in a worker, unlinked: {block.name}")
+'''

@@ -125,3 +125,9 @@ def test_shared_memory_mistakes_show_one_by_one_and_the_repairs_end_them():
         assert outcome.returncode == 0 and "20,001 of 20,001 squares right" in outcome.stdout, outcome
         assert not outcome.errors() and "exit codes [0, 0]" in outcome.stdout
     assert "Lock()" not in pitfalls.REPAIRED_SHARED_MEMORY and "with lock" not in pitfalls.REPAIRED_SHARED_MEMORY
+
+
+def test_unregistering_in_a_worker_breaks_the_owners_unlink():
+    outcome = pitfalls.run_script(pitfalls.UNREGISTER_IN_WORKER, mpdemo.start_method(), timeout=60)
+    assert outcome.returncode == 0 and outcome.stdout.startswith("created, attached in a worker, unlinked")
+    assert any(error.startswith("KeyError: '/psm_") for error in outcome.errors()), outcome.stderr
