@@ -12,7 +12,7 @@ use: the 5M-row file takes about a minute to write and 230 MB of disk):
    and for the largest worker (1b). Each size runs in a fresh Python process (this script with
    ``--measure``), which streams the file through ``stream_csv`` (``feed="rows"``, where the
    caller parses and holds the most), adds the totals up without keeping them, and reports its
-   own peak resident memory and its workers' largest (sampled every 20 ms). A
+   own peak resident memory and its workers' largest (sampled every 5 ms). A
    pipeline whose queues were not bounded would hold the whole file: five times as much.
 2. **CPU-heavy rows, 2 workers vs serial** (target ≥ 1.7×): ``busy_order_total`` at about
    60 µs a row, ``process_csv`` on 2 workers against a serial ``csv.reader`` loop over the same
@@ -75,11 +75,11 @@ def serial_loop(path: Path, func) -> list:
 def measure_memory(path: Path) -> dict[str, float]:
     """Runs in a fresh process (``--measure``): stream the file, keep no results, report peak memory.
 
-    The peaks (resident memory of each process) are sampled every 20 ms by
+    The peaks (resident memory of each process) are sampled every 5 ms by
     :class:`mpdemo.timing.MemoryWatch`. (``ru_maxrss`` would not do: Linux carries a parent's peak
     over into its child, so the child would report ours.)
     """
-    with MemoryWatch(interval=0.02) as watch:
+    with MemoryWatch(interval=0.005) as watch:
         total, rows = 0.0, 0
         with mpdemo.stream_csv(path, workloads.order_total, processes=2, feed="rows") as stream:
             for value in stream:
@@ -102,10 +102,15 @@ def memory_figures(sizes: Sizes) -> list[Figure]:
     counted = all(measured[n]["rows"] == n for n in sizes.memory_rows)
     print(f"every row streamed through: {counted}")
     name = f"{rows_text(large)} rows / {rows_text(small)} rows"
-    return [Figure(f"1  caller's peak memory, {name}", measured[large]["caller"] / measured[small]["caller"],
+    return [Figure(f"1  caller's peak memory, {name}", ratio(measured[large]["caller"], measured[small]["caller"]),
                    at_most(1.2), counted),
-            Figure(f"1b largest worker's peak memory, {name}", measured[large]["workers"] / measured[small]["workers"],
-                   at_most(1.2), counted)]
+            Figure(f"1b largest worker's peak memory, {name}", ratio(measured[large]["workers"],
+                                                                    measured[small]["workers"]), at_most(1.2), counted)]
+
+
+def ratio(large: float, small: float) -> float:
+    """``large / small``; NaN (a MISS) when a run was over before a worker could be sampled."""
+    return large / small if small else float("nan")
 
 
 def rows_text(n: int) -> str:
