@@ -362,12 +362,12 @@ def shm_explore(size_mb: float, processes: int, *, func: Callable[[np.ndarray], 
     ``executor``), so the times hold the hand-off and the work, not starting processes; memory
     is sampled meanwhile (:class:`~mpdemo.timing.MemoryWatch`).
     """
-    array = data.make_array(max(1, round(size_mb * 2**20 / (8 * COLUMNS))), COLUMNS)
-    blocks = [array[start:stop] for start, stop in shm.row_blocks(len(array), processes)]
-    expected = [func(block) for block in blocks]
     if executor is None:
         with ProcessPoolExecutor(max_workers=processes, mp_context=get_context()) as pool:
             return shm_explore(size_mb, processes, func=func, executor=pool)
+    array = data.make_array(max(1, round(size_mb * 2**20 / (8 * COLUMNS))), COLUMNS)
+    blocks = [array[start:stop] for start, stop in shm.row_blocks(len(array), processes)]
+    expected = [func(block) for block in blocks]
     start_workers(executor, processes)
     with shm.SharedArray.from_array(array) as shared:
         with MemoryWatch() as pickled_memory:
