@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -231,8 +233,6 @@ def memory_mb() -> float:
         with open("/proc/self/statm") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
-        import psutil
-
         return psutil.Process().memory_info().rss / 2**20
 
 
@@ -252,8 +252,6 @@ class MemoryWatch:
     """
 
     def __init__(self, interval: float = 0.01) -> None:
-        import psutil
-
         self.interval = interval
         self.me = psutil.Process()
         self.peaks_mb: dict[str, float] = {}
@@ -280,8 +278,6 @@ class MemoryWatch:
             self._sample()
 
     def _sample(self) -> float:
-        import psutil
-
         total = 0.0
         for process in [self.me, *self.me.children(recursive=True)]:
             try:
