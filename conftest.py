@@ -13,10 +13,13 @@ import copyreg
 import gc
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import psutil
 import pytest
+
+from mpdemo.context import get_context, start_workers
 
 SHM = Path("/dev/shm")
 #: Long-lived helpers that multiprocessing starts once per process, not leaks.
@@ -68,6 +71,15 @@ def leftovers(shm_before: set[str], children_before: frozenset[int], semaphores:
         problems.append(f"child process still running: pid {child.pid} {' '.join(child.cmdline())[:120]}")
         child.kill()
     return problems
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """One warm process pool of 2 workers for a test module's tests that do not need their own
+    (started before them, so the leftover check does not count its workers)."""
+    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
+        start_workers(executor, 2)
+        yield executor
 
 
 @pytest.fixture(autouse=True)

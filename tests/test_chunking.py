@@ -3,14 +3,13 @@
 import functools
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 
 from mpdemo import WorkerDied, WorkerError, chunked_map, default_chunksize, pitfalls, suggest_chunksize, workloads
 from mpdemo.chunking import item_cost, sweep
-from mpdemo.context import get_context, start_workers
 from mpdemo.data import make_array
 from mpdemo.guard import NotSendable
 from mpdemo.timing import Timeline
@@ -35,15 +34,6 @@ def cursed_six(x):
 def lock_at_five(x):
     """A row function whose result for row 5 cannot be pickled."""
     return threading.Lock() if x == 5 else x
-
-
-@pytest.fixture(scope="module")
-def pool():
-    """One warm process pool for the tests that do not need their own (started before them,
-    so the leftover check does not count its workers)."""
-    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
-        start_workers(executor, 2)
-        yield executor
 
 
 @pytest.mark.parametrize("items", [

@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mpdemo import memmap, workloads
-from mpdemo.context import get_context, start_workers
 from mpdemo.shm import BlockError, row_blocks
 
 
 def fill(start: int, stop: int) -> np.ndarray:
     """Rows start:stop of a deterministic test array of 64 columns: row i holds i, i+1, …"""
     return np.arange(start, stop, dtype=np.float64)[:, None] + np.arange(64)
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
-        start_workers(executor, 2)
-        yield executor
 
 
 @pytest.fixture(scope="module")

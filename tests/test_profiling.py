@@ -1,24 +1,15 @@
 """mpdemo.profiling and the lesson-06 row functions: profiles name the hot spot, split_run times its parts."""
 
 import functools
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import pytest
 from line_profiler import LineProfiler
 
 from mpdemo import WorkerError, chunked_map, profiling, workloads
-from mpdemo.context import get_context, start_workers
 from mpdemo.data import make_array
 
 ROWS = make_array(40, 60)
-
-
-@pytest.fixture(scope="module")
-def pool():
-    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
-        start_workers(executor, 2)
-        yield executor
 
 
 def test_the_fixed_and_the_vectorised_row_functions_agree_with_the_slow_one():

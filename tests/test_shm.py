@@ -13,26 +13,17 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mpdemo import pitfalls, shm, workloads
-from mpdemo.context import get_context, start_workers
 from mpdemo.shm import BlockError, SharedArray, parallel_apply, row_blocks
 
 SHM = Path("/dev/shm")
 linux_only = pytest.mark.skipif(not SHM.is_dir(), reason="reads /dev/shm (Linux)")
-
-
-@pytest.fixture(scope="module")
-def pool():
-    """One warm process pool for the tests that do not need their own."""
-    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
-        start_workers(executor, 2)
-        yield executor
 
 
 def fill_with(shared: SharedArray, value: float) -> int:
