@@ -20,7 +20,8 @@ The kinds of work:
   block functions that fail on purpose, for lessons and tests about errors and dead workers.
 * :func:`heavy_transform`, :func:`moments` — block functions for shared memory and memory maps
   (lessons 04, 05): a CPU-heavy kernel, and the partial results of a reduction;
-  :func:`add_into_total` races on a shared total, to show when a lock is needed.
+  :func:`add_into_total` races on a shared total, to show when a lock is needed;
+  :func:`score_rows` applies :func:`row_score` to every row of a block (CPU-bound, in Python).
 * :func:`row_score` — a slow pure-Python row function with a hot spot, for profiling (lesson 06);
   :func:`row_score_fast` fixes the hot spot and :func:`row_scores` does every row at once.
 """
@@ -251,8 +252,10 @@ def row_scores(array: np.ndarray) -> np.ndarray:
 def heavy_transform(block: np.ndarray) -> np.ndarray:
     """A CPU-heavy NumPy kernel on every value of a block, giving a block of the same shape.
 
-    Transcendental functions cost tens of nanoseconds a value, so the work outweighs moving the
-    data through memory: a block function worth spreading over cores (:func:`numpy_heavy` sums it).
+    Transcendental functions cost tens of nanoseconds a value, several times what reading the
+    value costs; yet the temporary arrays and the first touch of each page are a real share of
+    the time on large blocks, so two workers gain less than twice (``benchmarks/bench_shm.py``,
+    figure 3b). :func:`numpy_heavy` sums it.
     """
     return np.sqrt(np.abs(np.sin(block) * np.cos(block)) + 1.0)
 
