@@ -10,7 +10,7 @@ Who creates, attaches, closes and unlinks a block::
         .array: a NumPy view of the block ──┐
                                              │  the same RAM, no copy
       pickle.dumps(shared): a handle ────────┼──► SharedArray: attaches by name, not registered
-        (name, shape, dtype: ~150 bytes)     └──► .array: a view of the same block
+        (name, shape, dtype: ~120 bytes)     └──► .array: a view of the same block
                                                   close(): unmaps it here, nothing else
       close(): unmaps; being the owner, also unlinks (removes the name) — exactly once:
         at the end of its ``with`` block, on an exception or Ctrl-C there,
