@@ -13,13 +13,14 @@ import copyreg
 import gc
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from mpdemo.context import get_context, start_workers
+from mpdemo.context import process_executor, start_workers
+from mpdemo.pool import ProcessPool
 
 SHM = Path("/dev/shm")
 #: Long-lived helpers that multiprocessing starts once per process, not leaks.
@@ -41,26 +42,38 @@ def shm_blocks(semaphores: bool = False) -> set[str]:
     return {p.name for p in SHM.iterdir() if not p.name.startswith(skip)}
 
 
-def live_children(grace: float = 5.0, known: frozenset[int] = frozenset()) -> list[psutil.Process]:
-    """Child processes not in ``known`` still running after up to ``grace`` seconds.
+def worker_processes(parent: int | None = None, known: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """The running descendants of ``parent`` (default: this process) that are workers, not in ``known``.
 
-    multiprocessing's own long-lived helpers (resource tracker, fork server) do not count; the
-    workers a fork server forks (its children, with the same command line) do.
+    multiprocessing's own long-lived helpers (the resource tracker, the fork server) are not
+    workers; the workers a fork server forks (its children) are.
     """
-    me = os.getpid()
-    deadline = time.monotonic() + grace
-    while True:
-        children = []
-        for child in psutil.Process().children(recursive=True):
-            try:
-                helper = child.ppid() == me and any(name in " ".join(child.cmdline()) for name in INFRASTRUCTURE)
-                if child.pid not in known and child.status() != psutil.STATUS_ZOMBIE and not helper:
-                    children.append(child)
-            except psutil.NoSuchProcess:
-                pass
-        if not children or time.monotonic() > deadline:
-            return children
-        time.sleep(0.1)
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for child in psutil.Process(parent).children(recursive=True):
+        try:
+            helper = child.ppid() == parent and any(name in " ".join(child.cmdline()) for name in INFRASTRUCTURE)
+            if child.pid not in known and child.status() != psutil.STATUS_ZOMBIE and not helper:
+                found.append(child)
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+def wait_until(condition: Callable[[], object], timeout: float) -> bool:
+    """Whether ``condition()`` became true within ``timeout`` seconds (checked every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def live_children(grace: float = 5.0, known: frozenset[int] = frozenset()) -> list[psutil.Process]:
+    """Worker processes of this one not in ``known``, still running after up to ``grace`` seconds."""
+    wait_until(lambda: not worker_processes(known=known), grace)
+    return worker_processes(known=known)
 
 
 def leftovers(shm_before: set[str], children_before: frozenset[int], semaphores: bool = False) -> list[str]:
@@ -75,11 +88,18 @@ def leftovers(shm_before: set[str], children_before: frozenset[int], semaphores:
 
 @pytest.fixture(scope="module")
 def pool():
-    """One warm process pool of 2 workers for a test module's tests that do not need their own
+    """One warm mpdemo.ProcessPool of 2 workers for a test module's tests that do not need their own
     (started before them, so the leftover check does not count its workers)."""
-    with ProcessPoolExecutor(max_workers=2, mp_context=get_context()) as executor:
-        start_workers(executor, 2)
-        yield executor
+    with ProcessPool(2) as workers:
+        yield workers.warm()
+
+
+@pytest.fixture(scope="module")
+def executor():
+    """One warm standard-library ProcessPoolExecutor of 2 workers, for the tests of that path."""
+    with process_executor(2) as pool:
+        start_workers(pool, 2)
+        yield pool
 
 
 @pytest.fixture(autouse=True)

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 import mpdemo
 from mpdemo import workloads
 from mpdemo.bench import Figure, Run, all_equal, arguments, at_least, at_most, below, finish, in_turns
-from mpdemo.chunking import default_chunksize, suggest_chunksize, sweep
+from mpdemo.chunking import chunksize_sweep, default_chunksize, suggest_chunksize
 from mpdemo.context import start_workers
 from mpdemo.timing import Measurement, speedup_table
 
@@ -134,13 +134,13 @@ def chunksize_one(func: Callable, items: list, pool: Executor, processes: int, r
                   at_least(50), all_equal([auto, one], reference))
 
 
-def chunksize_sweep(func: Callable, items: list, pool: Executor, processes: int, reference: list,
+def auto_vs_sweep(func: Callable, items: list, pool: Executor, processes: int, reference: list,
                     rounds: int) -> list[Figure]:
     """Figure 4: auto and suggest_chunksize's pick against the best size of a sweep."""
     auto = default_chunksize(len(items), processes)
     suggested = suggest_chunksize(func, items, processes, executor=pool)
     sizes = sorted({*(c for c in SWEEP_CHUNKSIZES if c < len(items)), auto, suggested})
-    results = sweep(func, items, sizes, processes=processes, repeats=rounds, executor=pool)
+    results = chunksize_sweep(func, items, sizes, processes=processes, repeats=rounds, executor=pool)
     best = min(sizes, key=lambda c: results[c].best)
     print(f"{len(items):,} light rows; auto = {auto:,}, suggest_chunksize = {suggested:,}, "
           f"best = {best:,} ({rounds} rounds over all sizes, fastest kept per size)")
@@ -207,7 +207,7 @@ def run_figures(sizes: Sizes, processes: int) -> list[Figure]:
         print("\n-- figure 3: chunksize auto vs 1")
         figures.append(chunksize_one(light, light_rows, pool, processes, light_reference, sizes.rounds))
         print("\n-- figure 4: auto vs a chunksize sweep")
-        figures += chunksize_sweep(light, light_rows, pool, processes, light_reference, sizes.close_rounds)
+        figures += auto_vs_sweep(light, light_rows, pool, processes, light_reference, sizes.close_rounds)
         print("\n-- figure 5: chunked_map vs Pool.map, ProcessPoolExecutor.map, joblib, mpire")
         figures.append(libraries(heavy, heavy_rows, pool, processes, serial.result, sizes.close_rounds,
                                  serial_time))

@@ -8,7 +8,7 @@ The figures, on one warm pool of 2 workers (started before any timing):
 
 1. **Hand-off, pickled time / shared time** (target ≥ 50): a 256 MB array, one row block per
    worker, each worker taking only its block's length (``len``), so the figure is the hand-off
-   alone: pickling, pipes and unpickling against sending a handle (``widgets.shm_explore``).
+   alone: pickling, pipes and unpickling against sending a handle (``experiments.handoff_experiment``).
    1b is the same with ``np.sum``, which reads every value (report only): the work then costs
    both ways the same, and the ratio shrinks.
 2. **Peak memory with shared memory / the array's size** (target ≤ 1.3): the caller and its
@@ -39,7 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 
 import mpdemo
-from mpdemo import data, shm, widgets, workloads
+from mpdemo import data, experiments, shm, workloads
+from mpdemo.blocks import row_blocks
 from mpdemo.bench import Figure, Run, arguments, at_least, at_most, finish, in_turns
 from mpdemo.context import start_workers
 from mpdemo.timing import MemoryWatch, speedup_table
@@ -66,8 +67,9 @@ def handoff_figures(sizes: Sizes, pool: Executor) -> list[Figure]:
     figures = []
     for name, func, target in (("1  hand-off alone (len), pickled time / shared time", len, at_least(50)),
                                ("1b hand-off and a sum of every value, pickled / shared", np.sum, None)):
-        widgets.shm_explore(sizes.array_mb, PROCESSES, func=func, executor=pool)  # warm-up, untimed
-        runs = [widgets.shm_explore(sizes.array_mb, PROCESSES, func=func, executor=pool) for _ in range(sizes.rounds)]
+        experiments.handoff_experiment(sizes.array_mb, PROCESSES, func=func, executor=pool)  # warm-up, untimed
+        runs = [experiments.handoff_experiment(sizes.array_mb, PROCESSES, func=func, executor=pool)
+                for _ in range(sizes.rounds)]
         pickled, shared = min(r.pickled_seconds for r in runs), min(r.shared_seconds for r in runs)
         print(f"{func.__name__:>4}: {sizes.array_mb} MB to {PROCESSES} workers, best of {len(runs)}: pickled "
               f"{pickled:.4f} s, shared {shared:.4f} s; results equal serial: {all(r.same_results for r in runs)}")
@@ -85,7 +87,7 @@ def fill(target: np.ndarray) -> None:
 def memory_figures(sizes: Sizes, pool: Executor) -> list[Figure]:
     """Figures 2 and 2b: peak memory from before the array exists until every block is summed."""
     rows = sizes.array_mb * 2**20 // (8 * COLUMNS)
-    expected = [np.sum(data.measurements(start, stop, COLUMNS)) for start, stop in shm.row_blocks(rows, PROCESSES)]
+    expected = [np.sum(data.measurements(start, stop, COLUMNS)) for start, stop in row_blocks(rows, PROCESSES)]
     with MemoryWatch(interval=0.005) as shared_watch:
         with shm.SharedArray.create((rows, COLUMNS)) as shared:
             fill(shared.array)
@@ -93,7 +95,7 @@ def memory_figures(sizes: Sizes, pool: Executor) -> list[Figure]:
     with MemoryWatch(interval=0.005) as pickled_watch:
         array = np.empty((rows, COLUMNS))
         fill(array)
-        blocks = [array[start:stop] for start, stop in shm.row_blocks(rows, PROCESSES)]
+        blocks = [array[start:stop] for start, stop in row_blocks(rows, PROCESSES)]
         pickled_sums = mpdemo.chunked_map(np.sum, blocks, processes=PROCESSES, chunksize=1, executor=pool)
         del array, blocks
     for label, watch in (("shared", shared_watch), ("pickled", pickled_watch)):

@@ -3,9 +3,16 @@
 One module per mechanism; the names below are the public API the notebooks use.
 """
 
-from mpdemo.chunking import WorkerDied, WorkerError, chunked_map, default_chunksize, suggest_chunksize
-from mpdemo.context import check, cpu_count, get_context, start_method
-from mpdemo.guard import NotSendable
+import inspect
+
+from mpdemo.checks import check
+from mpdemo.chunking import chunked_map, default_chunksize, suggest_chunksize
+from mpdemo.context import cpu_count, get_context, start_method
+from mpdemo.errors import (BlockError, FileChanged, NotEnoughSharedMemory, NotSendable, RowError, SplitError,
+                           WorkerDied, WorkerError)
+from mpdemo.pipeline import CsvStream, PipelineResult, process_csv, stream_csv
+from mpdemo.pool import ProcessPool
+from mpdemo.shm import SharedArray, parallel_apply
 
 
 def show(obj: object):
@@ -13,15 +20,22 @@ def show(obj: object):
 
     The notebooks use it to show the real worker code instead of a simplified copy.
     """
-    import inspect
-
-    from IPython.display import Code
+    from IPython.display import Code  # IPython is there in a notebook; scripts never call show()
 
     return Code(inspect.getsource(obj), language="python")
 
 
 __all__ = [
+    "BlockError",
+    "CsvStream",
+    "FileChanged",
+    "NotEnoughSharedMemory",
     "NotSendable",
+    "PipelineResult",
+    "ProcessPool",
+    "RowError",
+    "SharedArray",
+    "SplitError",
     "WorkerDied",
     "WorkerError",
     "check",
@@ -29,17 +43,10 @@ __all__ = [
     "cpu_count",
     "default_chunksize",
     "get_context",
+    "parallel_apply",
+    "process_csv",
     "show",
     "start_method",
+    "stream_csv",
     "suggest_chunksize",
 ]
-
-# Lesson 03: the streaming CSV pipeline.
-from mpdemo.pipeline import CsvStream, PipelineResult, RowError, process_csv, stream_csv  # noqa: E402
-
-__all__ += ["CsvStream", "PipelineResult", "RowError", "process_csv", "stream_csv"]
-
-# Lesson 04: shared memory.
-from mpdemo.shm import BlockError, SharedArray, parallel_apply  # noqa: E402
-
-__all__ += ["BlockError", "SharedArray", "parallel_apply"]

@@ -11,7 +11,7 @@ import runpy
 import sys
 from pathlib import Path
 
-from mpdemo import context, data
+from mpdemo import checks, context, data
 
 #: Where a clone of the course keeps its benchmark scripts (an installed package has none).
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
 
     if args.command == "check":
-        return 0 if context.check() else 1
+        return 0 if checks.check() else 1
     if args.command == "data":
         for path in data.generate(args.size):
             print(f"{path}  ({path.stat().st_size:,} bytes)")

@@ -1,4 +1,4 @@
-"""Where processes come from: the start method, the cores we may use, and a setup check.
+"""Where worker processes come from: the start method, how many, and how every one is started.
 
 Python can start a worker process in three ways:
 
@@ -12,25 +12,44 @@ Python can start a worker process in three ways:
 The course uses ``spawn`` unless ``MPDEMO_START_METHOD`` says otherwise, so code that passes
 here also passes on a learner's Mac or Windows laptop. ``MPDEMO_SIZE`` (``small`` or ``full``)
 chooses how much data the notebooks generate.
+
+**Every worker the package starts** comes from :func:`start_process` or
+:func:`process_executor`, and runs :func:`worker_setup` before anything else:
+
+* it ignores Ctrl-C. A terminal and JupyterLab's interrupt send SIGINT to the whole process
+  group; the caller hears it and stops its workers at once, so a worker has nothing to do with
+  it (and prints no traceback). While a worker starts, SIGINT is held back (blocked), so even an
+  interpreter still importing cannot be interrupted half-way;
+* it leaves by itself when its parent dies. A worker blocked waiting for its next task would
+  otherwise wait forever once the caller is killed (SIGKILL, the out-of-memory killer, a
+  kernel restart), holding memory and shared-memory blocks. A thread watches
+  ``multiprocessing.parent_process().sentinel``, which becomes ready when the parent ends.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.context
 import os
-import platform
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
-from importlib import metadata
-from multiprocessing import shared_memory
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+import numpy as np
+
+from mpdemo.machine import cpu_limits
 
 START_METHODS = ("spawn", "fork", "forkserver")
 SIZES = ("small", "full")
 
 
-def _setting(name: str, default: str, allowed: tuple[str, ...]) -> str:
+def setting(name: str, default: str, allowed: tuple[str, ...]) -> str:
     """Read an environment switch and refuse values we do not know."""
     value = os.environ.get(name, "").strip().lower() or default
     if value not in allowed:
@@ -40,7 +59,7 @@ def _setting(name: str, default: str, allowed: tuple[str, ...]) -> str:
 
 def start_method() -> str:
     """The start method the course uses: ``spawn`` unless ``MPDEMO_START_METHOD`` says otherwise."""
-    method = _setting("MPDEMO_START_METHOD", "spawn", START_METHODS)
+    method = setting("MPDEMO_START_METHOD", "spawn", START_METHODS)
     if method not in multiprocessing.get_all_start_methods():
         raise ValueError(f"MPDEMO_START_METHOD={method!r} is not available on {sys.platform}")
     return method
@@ -48,11 +67,11 @@ def start_method() -> str:
 
 def size() -> str:
     """How much data to generate: ``full`` for learners, ``small`` for CI (``MPDEMO_SIZE``)."""
-    return _setting("MPDEMO_SIZE", "full", SIZES)
+    return setting("MPDEMO_SIZE", "full", SIZES)
 
 
-def get_context() -> multiprocessing.context.BaseContext:
-    """The multiprocessing context for :func:`start_method`.
+def get_context(method: str | None = None) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context for ``method`` (default :func:`start_method`).
 
     Use it instead of the ``multiprocessing`` module's global functions, so that the start
     method is a visible choice and not the platform's silent default::
@@ -60,21 +79,87 @@ def get_context() -> multiprocessing.context.BaseContext:
         ctx = get_context()
         with ProcessPoolExecutor(max_workers=2, mp_context=ctx) as pool: ...
     """
-    return multiprocessing.get_context(start_method())
+    return multiprocessing.get_context(method or start_method())
 
 
 def cpu_count() -> int:
-    """The number of cores this process may run on.
+    """The number of cores this process may keep busy: affinity, lowered by a CPU quota.
 
-    ``os.cpu_count()`` counts the machine's cores, but a container, a batch scheduler or
-    ``taskset`` can restrict a process to fewer. Starting more CPU-bound workers than the
-    cores we may use only adds switching.
+    ``os.cpu_count()`` counts the machine's cores, but ``taskset``, a batch scheduler or a
+    container (``docker --cpus``, a Kubernetes limit, Binder) allows fewer. Starting more
+    CPU-bound workers than that only adds switching. ``mpdemo.machine.cpu_limits().explain()``
+    says where the number came from.
     """
-    if hasattr(os, "process_cpu_count"):  # Python 3.13+
-        return os.process_cpu_count() or 1
-    if hasattr(os, "sched_getaffinity"):  # Linux
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return cpu_limits().usable
+
+
+def require_whole(name: str, value: Any, *, also: str = "") -> None:
+    """Refuse anything but a whole number of at least 1 (``also``: another value it may take)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        allowed = f"{also} or a whole number of at least 1" if also else "a whole number of at least 1"
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def process_count(processes: int | None) -> int:
+    """``processes`` checked, or :func:`cpu_count` when it is None: how many workers to start."""
+    if processes is None:
+        return cpu_count()
+    require_whole("processes", processes)
+    return int(processes)
+
+
+# ── Starting workers, and what every worker does first ──────────────────────────────────────
+
+
+def worker_setup() -> None:
+    """The first thing every worker of the package does: ignore Ctrl-C, leave with the parent."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})  # held back while starting
+    leave_with_parent()
+
+
+def leave_with_parent() -> None:
+    """Start a thread that ends this process as soon as the process that started it has ended."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)  # nobody is left to send results to, or to clean up after
+
+    threading.Thread(target=watch, name="mpdemo-parent-watch", daemon=True).start()
+
+
+def _worker_main(target: Callable[..., Any], args: tuple) -> None:
+    worker_setup()
+    target(*args)
+
+
+def start_process(target: Callable[..., Any], *args: Any, name: str = "mpdemo-worker",
+                  method: str | None = None) -> BaseProcess:
+    """Start ``target(*args)`` in a new worker process (a daemon) that runs :func:`worker_setup` first.
+
+    SIGINT is blocked in this thread while the process starts: the child inherits the mask, and
+    a Ctrl-C meanwhile reaches this process when it is unblocked, not lost.
+    """
+    process = get_context(method).Process(target=_worker_main, args=(target, args), name=name, daemon=True)
+    blocking = hasattr(signal, "pthread_sigmask")
+    if blocking:
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        process.start()
+    finally:
+        if blocking:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+    return process
+
+
+def process_executor(processes: int | None = None, method: str | None = None) -> ProcessPoolExecutor:
+    """A standard-library ``ProcessPoolExecutor`` whose workers run :func:`worker_setup` first."""
+    return ProcessPoolExecutor(max_workers=process_count(processes), mp_context=get_context(method),
+                               initializer=worker_setup)
 
 
 def _pid_after(seconds: float) -> int:
@@ -87,7 +172,8 @@ def start_workers(executor: Executor, processes: int) -> None:
     """Send short tasks until ``processes`` different workers have answered (or 50 rounds).
 
     ``ProcessPoolExecutor`` starts workers lazily, on the first tasks; call this before timing
-    anything so that the start-up is not counted as work.
+    anything so that the start-up is not counted as work. (An ``mpdemo.ProcessPool`` has
+    ``warm()`` for the same.)
     """
     seen: set[int] = set()
     for _ in range(50):
@@ -102,73 +188,22 @@ def start_pool(method: str, processes: int) -> None:
     Timing this call measures what a pool costs before it does any work: starting the
     interpreters (or forking), importing what the task needs, one 10 ms probe per worker.
     """
-    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context(method)) as pool:
+    with process_executor(processes, method) as pool:
         start_workers(pool, processes)
 
 
-def _check_pool(method: str) -> str:
-    """Run an ``mpdemo.workloads`` function in a real worker; raises if the pool cannot."""
-    from mpdemo import workloads
-
-    ctx = multiprocessing.get_context(method)
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        result = pool.submit(workloads.cpu_bound, 3, 10).result(timeout=120)
-    if result != workloads.cpu_bound(3, 10):
-        raise RuntimeError(f"the worker returned {result!r}")
-    return f"a {method} worker ran mpdemo.workloads.cpu_bound"
+def describe_exit(exitcode: int | None) -> str:
+    """How a process ended, in words: ``"was killed by SIGKILL"``, ``"exited with code 3"``."""
+    if exitcode is None:
+        return "is still running"
+    if exitcode < 0:
+        return f"was killed by {signal_name(-exitcode)}"
+    return "exited normally" if exitcode == 0 else f"exited with code {exitcode}"
 
 
-def _check_shared_memory() -> str:
-    """Create, write, read and remove one shared-memory block."""
-    block = shared_memory.SharedMemory(create=True, size=16)
+def signal_name(number: int) -> str:
+    """``"SIGKILL"`` for 9, and so on."""
     try:
-        block.buf[0] = 42
-        if block.buf[0] != 42:
-            raise RuntimeError("the block did not keep what was written")
-    finally:
-        block.close()
-        block.unlink()
-    return "shared memory can be created and removed"
-
-
-def _versions() -> str:
-    names = ["mpdemo", "numpy", "matplotlib", "ipywidgets", "tqdm"]
-    found = []
-    for name in names:
-        try:
-            found.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            found.append(f"{name} missing")
-    return f"Python {platform.python_version()} ({sys.platform}); " + ", ".join(found)
-
-
-def check() -> bool:
-    """Print a setup report, one line per check and a verdict; return True when all pass.
-
-    Run it first on a new machine: ``python -m mpdemo check`` exits 0 when the course can run.
-    """
-    checks = {
-        "versions": _versions,
-        "cores": lambda: f"{cpu_count()} usable of {os.cpu_count()} on this machine",
-        "start method": lambda: f"{start_method()} (of {', '.join(multiprocessing.get_all_start_methods())})",
-        "data size": lambda: size(),
-        "spawn pool": lambda: _check_pool("spawn"),
-        "shared memory": _check_shared_memory,
-    }
-    configured = os.environ.get("MPDEMO_START_METHOD", "").strip().lower()
-    if configured and configured != "spawn":
-        checks[f"{configured} pool"] = lambda: _check_pool(start_method())
-    failures = []
-    for name, run in checks.items():
-        try:
-            print(f"  ok    {name}: {run()}")
-        except Exception as exc:  # a check reports every failure instead of stopping at one
-            failures.append(name)
-            print(f"  FAIL  {name}: {type(exc).__name__}: {exc}")
-    if failures:
-        print(f"mpdemo check: FAILED ({', '.join(failures)}); see the FAIL lines above")
-        if "spawn pool" in failures and getattr(sys.modules["__main__"], "__file__", "") == "<stdin>":
-            print("  hint: spawn workers cannot re-run a script read from stdin; run it from a file")
-        return False
-    print(f"mpdemo check: all {len(checks)} checks passed")
-    return True
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

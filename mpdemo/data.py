@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,12 +90,20 @@ def write_orders_csv(path: str | os.PathLike, n: int, *, seed: int = 0, bad_ever
 
 def orders_csv(n: int, *, seed: int = 0, bad_every: int = 0) -> Path:
     """The path of an orders CSV with these parameters in :func:`data_dir`, written if missing."""
-    path = data_dir() / f"orders_{n}_s{seed}_bad{bad_every}.csv"
+    path = data_dir() / orders_name(n, seed, bad_every)
     if not path.exists():
         partial = path.with_suffix(f".{os.getpid()}.tmp")  # never leave a half-written file
         write_orders_csv(partial, n, seed=seed, bad_every=bad_every)
         partial.replace(path)
     return path
+
+
+def orders_name(n: int, seed: int, bad_every: int) -> str:
+    return f"orders_{n}_s{seed}_bad{bad_every}.csv"
+
+
+def measurements_name(rows: int, cols: int, seed: int) -> str:
+    return f"measurements_{rows}x{cols}_s{seed}.npy"
 
 
 def make_array(rows: int, cols: int = 10, *, seed: int = 0) -> np.ndarray:
@@ -124,7 +133,7 @@ def measurements_npy(rows: int, cols: int = 128, *, seed: int = 0) -> Path:
     """
     from mpdemo.memmap import write_npy  # memmap imports the pool machinery; data files need it only here
 
-    path = data_dir() / f"measurements_{rows}x{cols}_s{seed}.npy"
+    path = data_dir() / measurements_name(rows, cols, seed)
     if not path.exists():
         partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
         write_npy(partial, (rows, cols), fill=lambda start, stop: measurements(start, stop, cols, seed=seed))
@@ -132,9 +141,27 @@ def measurements_npy(rows: int, cols: int = 128, *, seed: int = 0) -> Path:
     return path
 
 
+#: The orders CSV rows and the .npy rows (1 KB each: 256 MB and 1 GB, notebook 05) of each size.
+DATA_ROWS = {"small": (20_000, 2**18), "full": (1_000_000, 2**20)}
+
+
+def data_files(kind: str | None = None) -> dict[Path, Callable[[], Path]]:
+    """The data files the notebooks use for ``kind`` (default ``MPDEMO_SIZE``), each with the call
+    that writes it."""
+    rows, npy_rows = DATA_ROWS[kind or size()]
+    folder = data_dir()
+    return {
+        folder / orders_name(rows, 0, 0): lambda: orders_csv(rows),
+        folder / orders_name(rows, 0, 997): lambda: orders_csv(rows, bad_every=997),
+        folder / measurements_name(npy_rows, 128, 0): lambda: measurements_npy(npy_rows),
+    }
+
+
+def missing_data(kind: str | None = None) -> list[Path]:
+    """The data files of ``kind`` not written yet."""
+    return [path for path in data_files(kind) if not path.exists()]
+
+
 def generate(kind: str | None = None) -> list[Path]:
     """Write the data files the notebooks use for ``kind`` (default: ``MPDEMO_SIZE``)."""
-    kind = kind or size()
-    rows = {"small": 20_000, "full": 1_000_000}[kind]
-    npy_rows = {"small": 2**18, "full": 2**20}[kind]  # 256 MB and 1 GB of 1 KB rows: notebook 05
-    return [orders_csv(rows), orders_csv(rows, bad_every=997), measurements_npy(npy_rows)]
+    return [write() for write in data_files(kind).values()]

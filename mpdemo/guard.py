@@ -1,34 +1,29 @@
-"""Guards for the gap between the caller and its worker processes: check before sending, stop at once.
+"""Checks before sending: will the function and the data reach the worker, and come back?
 
-Every parallel call in mpdemo (``chunked_map``, the CSV pipeline, ``parallel_apply``) sends a
-function and data to other processes, and each can fail in that gap in ways that hang a kernel
-or blame the wrong thing. This module holds the checks they share::
+Every parallel call in mpdemo sends a function and data to other processes, and each can fail
+in that gap in ways that hang a kernel or blame the wrong thing::
 
-      caller                                  │  worker process
-      ──────                                  │  ──────────────
-      check_sendable(func)  ── pickle ──► pipe ──► unpickle: import the function's module
-      check_sendable(chunk) ── pickle ──► pipe ──► unpickle the items
-                                              │
-      Ctrl-C ─► stop_workers(pool): SIGTERM ──┼──► gone within moments, whatever they were doing
+      caller                                     │  worker process
+      ──────                                     │  ──────────────
+      check_sendable(func): pickles? from        │
+        __main__, which spawn cannot import?     │
+      pack(chunk): pickle it, once ── bytes ──► pipe ──► unpickle the items, run the function
+        (a failure names the first bad item)     │       pickle the results, once (a failure
+                                                 │       names the first bad result)
 
-**Before sending.** A process pool pickles the work in a background *feeder thread*. When that
-fails (a lambda, an item holding a lock), ``ProcessPoolExecutor`` reports it from that thread,
-and its ``shutdown(wait=True)`` can then deadlock: the feeder thread waits for the executor's
-shutdown lock, held by ``shutdown``, which waits for the feeder thread. So we pickle in the
-caller first, where a failure is an ordinary exception that can name its item.
+**Before sending.** Pickling a function records only its module and name. A worker started
+with ``spawn`` or ``forkserver`` imports that module to find it. A function defined in
+``__main__`` (a notebook cell, a ``python -c`` program) is found only when ``__main__`` is a
+file the worker can run again; otherwise the worker dies unpickling its task and the pool
+reports a *dead worker*, which sends the learner the wrong way. :func:`check_sendable` names the
+real cause instead, before any process starts. (``fork`` copies the parent, ``__main__``
+included, so it has neither problem.)
 
-Pickling a function records only its module and name. A worker started with ``spawn`` or
-``forkserver`` imports that module to find it. A function defined in ``__main__`` (a notebook
-cell, a ``python -c`` program) is found only when ``__main__`` is a file the worker can run
-again; otherwise the worker dies unpickling its task and the pool reports a *dead worker*,
-which sends the learner the wrong way. :func:`check_sendable` names the real cause instead.
-(``fork`` copies the parent, ``__main__`` included, so it has neither problem.)
-
-**Stopping.** ``Executor.shutdown(wait=True)`` waits for the running tasks, so Ctrl-C would
-take as long as the longest chunk. :func:`stop_workers` terminates a pool's worker processes
-instead, and our own pools' workers ignore SIGINT (:func:`ignore_sigint`), so a Ctrl-C sent to
-the whole process group (as a terminal and JupyterLab's interrupt do) reaches only the caller,
-which then stops them.
+**Pickled once.** The pickling that sends a chunk is the check that it can travel
+(:func:`pack`): done here, in the caller, a failure is an ordinary exception that can name
+its item. A process pool that pickled in a background *feeder thread* would report it from that
+thread, or drop the item with a printed traceback (``multiprocessing.Queue``, CPython gh-84376);
+``ProcessPoolExecutor``'s ``shutdown(wait=True)`` can even deadlock after such failures.
 """
 
 from __future__ import annotations
@@ -36,15 +31,14 @@ from __future__ import annotations
 import io
 import os
 import pickle
-import signal
 import sys
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from multiprocessing.process import BaseProcess
 from typing import Any
 
-import numpy as np
+from mpdemo.context import start_method
+from mpdemo.errors import NotSendable
+from mpdemo.pool import ProcessPool
 
 #: What to do about a function that cannot be sent.
 FUNCTION_CURE = ("Lambdas and functions defined inside other functions cannot be pickled: define it with "
@@ -55,10 +49,6 @@ DATA_CURE = ("Send plain data instead (numbers, strings, tuples, lists, dicts, N
              "files, connections and locks inside the worker.")
 #: Where code from __main__ has to go instead.
 MAIN_CURE = "a module (a .py file beside your notebook, as mpdemo.workloads is), imported from there"
-
-
-class NotSendable(TypeError):
-    """A function, item or result cannot travel between the caller and a worker process."""
 
 
 class _MainFinder(pickle.Pickler):
@@ -93,26 +83,6 @@ def _name(obj: Any) -> str:
     return getattr(func, "__qualname__", type(obj).__name__)
 
 
-def from_main(obj: Any) -> list[str]:
-    """The names of the functions and classes from ``__main__`` that pickling ``obj`` would send."""
-    finder = _MainFinder(io.BytesIO())
-    try:
-        finder.dump(obj)
-    except Exception:
-        return []
-    return list(dict.fromkeys(finder.from_main))
-
-
-def dead_worker_hint(func: Any, start_method: str | None) -> str:
-    """A hint for a worker that died outside the function: a ``fork`` worker started before a
-    ``__main__`` function was defined has no copy of it, and dies unpickling its task."""
-    names = from_main(func) if start_method == "fork" else []
-    if not names:
-        return ""
-    return (f". {names[0]} is defined in __main__: fork workers started before it was defined do not have "
-            f"it. Start the pool after defining it, or move it into {MAIN_CURE}")
-
-
 def check_sendable(obj: Any, start_method: str, *, what: str | None = None, cure: str = FUNCTION_CURE) -> None:
     """Raise :class:`NotSendable` unless ``obj`` pickles and a ``start_method`` worker can unpickle it.
 
@@ -135,110 +105,37 @@ def check_sendable(obj: Any, start_method: str, *, what: str | None = None, cure
                           f"{MAIN_CURE}.")
 
 
-def check_items_sendable(chunk: Any, start: int, start_method: str) -> None:
-    """Check a chunk before it is sent; a failure names the first bad item by its input index.
-
-    Ranges and arrays of numbers always pickle, so they are not checked (nor lists of such
-    arrays: pickling a large array only to check it would double the cost of sending it).
-    """
-    if isinstance(chunk, range) or _numeric_array(chunk):
-        return
-    if isinstance(chunk, list) and all(_numeric_array(item) for item in chunk):
-        return
+def pack(chunk: Any, start: int) -> bytes:
+    """``chunk`` pickled: the bytes that travel. A failure names the first item that cannot travel
+    (``start`` is the input position of the chunk's first item)."""
     try:
-        check_sendable(chunk, start_method, what=range_text(start, chunk), cure=DATA_CURE)
-    except NotSendable:
+        return pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as error:
         for offset, item in enumerate(chunk):  # find the first bad item, to name it
-            check_sendable(item, start_method, what=f"item {start + offset:,}", cure=DATA_CURE)
-        raise  # no item fails alone, only the chunk as a whole: name the chunk
+            try:
+                pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as item_error:
+                raise NotSendable(f"item {start + offset:,} cannot be sent to worker processes: "
+                                  f"{type(item_error).__name__}: {item_error}. {DATA_CURE}") from item_error
+        raise NotSendable(f"{range_text(start, chunk)} cannot be sent to worker processes together, though each "
+                          f"item can: {type(error).__name__}: {error}. {DATA_CURE}") from error
 
 
-def _numeric_array(obj: Any) -> bool:
-    return isinstance(obj, np.ndarray) and not obj.dtype.hasobject
+def pickling_method(executor: Executor | None) -> str | None:
+    """The start method of the workers ``executor`` pickles tasks for; None when nothing is pickled here.
 
-
-def start_method_of(executor: Executor) -> str | None:
-    """The start method of a standard-library process pool; None for any other executor.
-
-    Thread pools share the caller's memory, and dask and loky pickle functions by value with
-    cloudpickle, so only ``concurrent.futures.ProcessPoolExecutor`` needs the checks above.
+    mpdemo's own pools and the standard library's ``ProcessPoolExecutor`` get every task pickled
+    here, once (and their functions checked). Threads share the caller's memory; dask and loky
+    pickle functions by value with cloudpickle, in their own way: their tasks go as they are.
     """
-    if type(executor) is not ProcessPoolExecutor:
-        return None
-    context = getattr(executor, "_mp_context", None)  # set by every Python from 3.7 on
-    return context.get_start_method() if context is not None else "spawn"
-
-
-def ignore_sigint() -> None:
-    """A pool initializer: the worker ignores Ctrl-C, which the caller handles by stopping it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _workers(executor: Executor) -> list:
-    """The worker processes of a standard-library process pool (it keeps them privately)."""
-    return list((getattr(executor, "_processes", None) or {}).values())
-
-
-def stop_workers(executor: Executor, grace: float = 2.0) -> None:
-    """Stop a process pool now: terminate its workers, cancel what is queued, do not wait.
-
-    Workers get SIGTERM, which ends a Python process at once, and SIGKILL if one is still there
-    after ``grace`` seconds. The pool is unusable afterwards. Other executors are only shut
-    down without waiting.
-    """
-    workers = _workers(executor)
-    executor.shutdown(wait=False, cancel_futures=True)
-    stop_processes(workers, grace)
-
-
-def stop_processes(processes: Iterable[BaseProcess], grace: float = 2.0) -> None:
-    """Terminate processes now (SIGTERM), and SIGKILL any still there after ``grace`` seconds.
-
-    For worker processes started directly (``ctx.Process``), as :mod:`mpdemo.pipeline` does;
-    :func:`stop_workers` does the same for a pool's workers.
-    """
-    processes = list(processes)
-    for process in processes:
-        process.terminate()
-    deadline = time.monotonic() + grace
-    for process in processes:
-        process.join(max(0.0, deadline - time.monotonic()))
-        if process.exitcode is None:
-            process.kill()
-            process.join(grace)
-
-
-def describe_dead_workers(executor: Executor, wait: float = 1.0) -> str:
-    """How a broken pool's workers ended, in words: which signal, or which exit code.
-
-    A broken pool terminates its remaining workers itself (SIGTERM), so those are named only
-    when no worker ended another way. Waits up to ``wait`` seconds for the pool to reap them.
-    """
-    return describe_dead_processes(_workers(executor), wait)
-
-
-def describe_dead_processes(processes: Iterable[BaseProcess], wait: float = 0.0) -> str:
-    """How processes that should still be running ended, in words (see :func:`describe_dead_workers`).
-
-    Waits up to ``wait`` seconds for all of them to have ended; those still running are not named.
-    """
-    processes = list(processes)
-    deadline = time.monotonic() + wait
-    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    codes = {p.pid: p.exitcode for p in processes if p.exitcode}
-    first = {pid: code for pid, code in codes.items() if code != -signal.SIGTERM} or codes
-    return "; ".join(f"pid {pid} was killed by {signal_name(-code)}" if code < 0 else
-                     f"pid {pid} exited with code {code}, from an error outside your function (its "
-                     "traceback went to the terminal running Python)" for pid, code in first.items())
-
-
-def signal_name(number: int) -> str:
-    """``"SIGKILL"`` for 9, and so on."""
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
+    if executor is None:
+        return start_method()
+    if isinstance(executor, ProcessPool):
+        return executor.method or start_method()
+    if type(executor) is ProcessPoolExecutor:
+        context = getattr(executor, "_mp_context", None)  # set by every Python from 3.7 on
+        return context.get_start_method() if context is not None else "spawn"
+    return None  # threads, dask, loky, ...
 
 
 def range_text(start: int, items: Sequence | int) -> str:

@@ -43,8 +43,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from mpdemo.context import cpu_count
-from mpdemo.shm import map_blocks, row_blocks
+from mpdemo.blocks import map_blocks, row_blocks
+from mpdemo.context import process_count
+from mpdemo.pool import ProcessPool
 from mpdemo.timing import Timeline, memory_mb
 
 
@@ -148,18 +149,18 @@ class FileResult:
 
 
 def file_apply(func: Callable[[np.ndarray], Any], path: str | os.PathLike, *, processes: int | None = None,
-               window_mb: float | None = 16, executor: Executor | None = None,
+               window_mb: float | None = 16, executor: Executor | ProcessPool | None = None,
                timeline: Timeline | None = None) -> FileResult:
     """``func`` on every window of rows of a ``.npy`` file, the rows split between worker processes.
 
-    Each worker gets a range of rows (:func:`mpdemo.shm.row_blocks`) and reads it itself, a
+    Each worker gets a range of rows (:func:`mpdemo.blocks.row_blocks`) and reads it itself, a
     window of about ``window_mb`` MB at a time (None: its whole range at once); only the path
     and the row numbers are sent. ``results`` holds ``func(window)`` for every window, in row
     order: combine them here, as partial results of a reduction. Runs on
     :func:`mpdemo.chunked_map` (``executor`` and ``timeline`` as there); a failing range raises
-    :class:`mpdemo.shm.BlockError` naming its rows.
+    :class:`~mpdemo.errors.BlockError` naming its rows.
     """
-    processes = cpu_count() if processes is None else processes
+    processes = process_count(processes)
     layout = npy_layout(path)
     window_rows = None if window_mb is None else max(1, int(window_mb * 2**20 // max(1, layout.row_bytes)))
     task = functools.partial(reduce_rows, func, str(path), window_rows)

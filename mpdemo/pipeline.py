@@ -1,45 +1,44 @@
-"""The streaming CSV pipeline: bounded queues, worker processes, results in order, nothing lost.
+"""The streaming CSV pipeline: bounded, in order, nothing lost, on any pool.
 
 How the data flows::
 
-      the caller's process                                          worker processes (ctx.Process)
-      ────────────────────                                          ──────────────────────────────
-      reader ──► chunk 0, 1, 2, …  ──► task queue ─────────────────► worker: take a chunk,
-        ▲        (seq, rows)            (bounded: never more          apply func to each row,
-        │     or (seq, byte range)       than W chunks in flight)     pickle what it sends itself
-        │                                                                         │
-        │ reads on only while fewer                                               ▼
-        │ than W chunks are in flight    result queue ◄──── bytes: (seq, results, skipped, record)
-        │                                    │
-      caller ◄── results, in input order ◄── reorder buffer {seq: chunk}  (at most W chunks)
+      the caller's process                                       the workers (a ProcessPool, or any executor)
+      ────────────────────                                       ────────────────────────────────────────────
+      reader ──► chunk 0, 1, 2, …  ──► in_flight: at most W ──────► run_csv_chunk: apply func to each row,
+        ▲        (rows, with their     chunks sent and not yet       note the rows that fail (on_error),
+        │         lines; or a byte     handed back to you            pickle its results itself
+        │         range to read)                                                 │
+        │ reads on only while fewer                                              ▼
+        │ than W chunks are in flight     ◄──────────── ChunkDone: results, skipped rows, counts, record
+      you ◄── results, in the file's order ◄── reorder buffer (part of the W in flight)
 
-**Reader.** The caller's process reads the file and cuts it into chunks, each with a sequence
-number ``seq``. With ``feed="rows"`` it parses the CSV itself and ships each chunk as rows;
-with ``feed="ranges"`` it only finds where records end (quote parity, at C speed: see
+**Reader.** The caller's process reads the file and cuts it into chunks. With ``feed="rows"``
+it parses the CSV itself and ships each chunk as rows with the line each starts on; with
+``feed="ranges"`` it only finds where records end (quote parity, at C speed: see
 :func:`byte_ranges`) and ships ``(start, end, first line)``: each worker opens the file and
-parses its own range. Both go through one parser, :func:`records`, so both give exactly what
-``csv.reader`` gives.
+parses its own range. So ``feed="ranges"`` runs on any executor whose workers can open the
+path, a dask cluster on a shared file system included. Both feeds parse with one function,
+:func:`records`, so both give exactly what ``csv.reader`` gives.
 
-**Backpressure.** At most ``W`` chunks (4 per process) are *in flight*: sent but not yet handed
+**Backpressure.** The chunks go through :func:`mpdemo.chunking.in_flight`, the same loop as
+``chunked_map``'s: at most ``W`` chunks (4 per process) are in flight, sent but not yet handed
 to you. The reader reads the next chunk only when one leaves, so when the workers are slow, or
-you are, reading stops. Memory holds at most ``W`` chunks whatever the size of the file.
+you are, reading stops, and memory holds at most ``W`` chunks whatever the size of the file.
 
-**Workers** start on demand (no more than there are chunks), ignore Ctrl-C, take chunks until
-a ``None`` sentinel, and send back every chunk's outcome as *bytes they pickled themselves*.
-``multiprocessing.Queue.put`` pickles in a background feeder thread and drops an object it
-cannot pickle with only a printed traceback (CPython gh-84376); bytes always pickle, so a result
-that cannot travel fails in the worker, where it is an ordinary exception naming its line.
+**Reorder buffer.** Chunks finish in any order. With ``ordered=True`` a finished chunk waits
+until every chunk before it has been handed over; since it is one of the ``W`` in flight, one
+slow chunk stops the reader instead of piling up results behind it.
 
-**Reorder buffer.** Chunks finish in any order. With ``ordered=True`` a finished chunk waits in
-a dict keyed by ``seq`` until every chunk before it has been handed over; since it is one of the
-``W`` in flight, one slow chunk stops the reader instead of piling up results behind it.
-
-**Failures.** A row that fails (the function raises, the CSV is malformed, the bytes are not
-UTF-8) is raised as :class:`RowError` naming the file and line, or recorded in ``skipped``
-(``on_error="skip"``). The caller never blocks without a timeout: it checks that every worker
-is alive while it waits, so a killed worker raises :class:`~mpdemo.chunking.WorkerDied` within
-moments. On any error, on Ctrl-C, and when you stop early (``break``, ``close()``, the stream
-garbage-collected) the workers are stopped at once.
+**Nothing lost.** Every row read is a result or a skipped row (``on_error="skip"``), so
+``rows_read == len(results) + len(skipped)``. A row that fails (the function raises, the CSV
+is malformed, the bytes are not UTF-8, the result cannot be pickled) is raised as
+:class:`~mpdemo.errors.RowError` naming the file and line, or recorded in ``skipped``. The
+file's size, modification time and identity are noted when reading starts; a file that
+changes while it is read (truncated, appended to, rewritten) raises
+:class:`~mpdemo.errors.FileChanged` instead of giving fewer rows. A killed worker raises
+:class:`~mpdemo.errors.WorkerDied` within moments. On any error, on Ctrl-C, and when you stop
+early (``break``, ``close()``, the end of a ``with`` block, the stream dropped) the workers
+are stopped at once.
 """
 
 from __future__ import annotations
@@ -47,69 +46,35 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import multiprocessing
 import os
 import pickle
-import queue
+import stat
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import nullcontext
-from dataclasses import dataclass
-from multiprocessing.process import BaseProcess
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from mpdemo.chunking import (
-    CHUNKS_IN_FLIGHT_PER_PROCESS,
-    WorkerDied,
-    WorkerError,
-    _picklable,
-    _require_positive,
-    default_chunksize,
-)
-from mpdemo.context import cpu_count, get_context, start_method
-from mpdemo.guard import DATA_CURE, NotSendable, check_sendable, describe_dead_processes, ignore_sigint, stop_processes
+from mpdemo.chunking import CHUNKS_IN_FLIGHT_PER_PROCESS, default_chunksize, in_flight
+from mpdemo.context import process_count, require_whole
+from mpdemo.errors import FileChanged, NotSendable, RowError, SplitError, WorkerTraceback, sendable
+from mpdemo.guard import DATA_CURE, check_sendable, pickling_method
+from mpdemo.pool import Call, ProcessPool, workers_for
 from mpdemo.timing import TaskRecord, Timeline
 
 #: Rows per chunk at most when ``chunksize=None``: keeps the chunks in flight small in memory.
 MAX_AUTO_CHUNKSIZE = 1_000
 #: Bytes the reader reads at a time with ``feed="rows"`` (then on to the end of that line).
 READ_BLOCK = 64 * 1024
-#: How often (seconds) the caller checks on its workers while it waits for a result.
-POLL_SECONDS = 0.1
-#: How often (seconds) an idle worker checks that its parent is still alive.
-PARENT_CHECK_SECONDS = 1.0
 #: A line no CSV file holds, parsed after a byte range to check that the range ended between records.
 SPLIT_MARK = "\ue000mpdemo: end of range\ue000"
 ON_ERROR = ("raise", "skip")
 FEEDS = ("rows", "ranges")
-
-
-class RowError(WorkerError):
-    """A row could not be processed: the row function raised, or the row could not be read.
-
-    ``path`` and ``line`` say where; the original exception is chained as ``__cause__`` and
-    is also ``error``. For a row function's error, its own cause holds the worker's traceback.
-    """
-
-    def __init__(self, path: str, line: int, error: BaseException):
-        super().__init__(line, error)
-        self.path, self.line = path, line
-
-    def __str__(self) -> str:
-        return f"line {self.line:,} of {self.path}: {type(self.error).__name__}: {self.error}"
-
-
-class SplitError(ValueError):
-    """``feed="ranges"`` found that quote parity put a range boundary inside a quoted field."""
-
-
-class WorkerTraceback(Exception):
-    """The traceback of an exception raised in a worker process, as text."""
-
-    def __str__(self) -> str:
-        return f"\n{self.args[0]}"
+#: The first bytes of compressed files, which are not CSV until decompressed.
+COMPRESSED = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd",
+              b"PK\x03\x04": "zip"}
 
 
 @dataclass
@@ -121,53 +86,97 @@ class PipelineResult:
     rows_read: int
 
 
-class RowsChunk(NamedTuple):
-    """Rows parsed by the reader (as tuples), with the line each starts on. A row the reader could
-    not read travels as the exception that says why, so the worker applies ``on_error`` to it."""
+class FileStamp(NamedTuple):
+    """What identifies the content of a file: its size, its modification time and its inode."""
 
-    seq: int
-    lines: list[int]
-    rows: list[tuple[str, ...] | Exception]
+    size: int
+    mtime_ns: int
+    inode: int
 
-
-class RangeChunk(NamedTuple):
-    """Bytes ``start:end`` of the file, whose first line is ``first_line``, for a worker to parse."""
-
-    seq: int
-    start: int
-    end: int
-    first_line: int
-    header: bool  # the header is in this range: skip it
-    last: bool  # the range ends at the end of the file
+    @classmethod
+    def of(cls, status: os.stat_result) -> FileStamp:
+        return cls(status.st_size, status.st_mtime_ns, status.st_ino)
 
 
-class ChunkDone(NamedTuple):
-    """A worker's report on one chunk. ``row_error``: (line, exception, traceback) of the row that
-    raised with ``on_error="raise"``; ``failure``: an error that is not one row's fault."""
+@dataclass(frozen=True)
+class CsvSettings:
+    """The settings of one run of the pipeline, checked once, here (see :func:`stream_csv`)."""
 
-    seq: int
-    results: list
-    skipped: list[tuple[int, str]]
-    rows: int
-    record: TaskRecord
-    row_error: tuple[int, BaseException, str] | None
-    failure: Exception | None
+    path: str
+    func: Callable[[list[str]], Any]
+    processes: int
+    chunksize: int
+    on_error: str
+    ordered: bool
+    header: bool
+    progress: bool
+    feed: str
+    timeline: Timeline | None
+    executor: Executor | ProcessPool | None
+    stamp: FileStamp  # the file when the run was set up
+
+    @classmethod
+    def checked(cls, path: str | os.PathLike, func: Callable[[list[str]], Any], *, processes: int | None = None,
+                chunksize: int | None = None, on_error: str = "raise", ordered: bool = True, header: bool = True,
+                progress: bool = False, feed: str = "rows", timeline: Timeline | None = None,
+                executor: Executor | ProcessPool | None = None) -> CsvSettings:
+        processes = process_count(processes)
+        if chunksize is not None:
+            require_whole("chunksize", chunksize, also="None")
+        _require_choice(on_error=(on_error, ON_ERROR), feed=(feed, FEEDS))
+        _require_bool(ordered=ordered, header=header, progress=progress)
+        stamp = check_csv_file(path)
+        method = pickling_method(executor)
+        if method is not None:
+            check_sendable(func, method)  # before any process starts: a lambda fails here, clearly
+        return cls(str(path), func, processes, chunksize or auto_chunksize(path, processes), on_error, ordered,
+                   header, progress, feed, timeline, executor, stamp)
+
+    @property
+    def window(self) -> int:
+        """Chunks in flight at most."""
+        return CHUNKS_IN_FLIGHT_PER_PROCESS * self.processes
+
+
+def check_csv_file(path: str | os.PathLike) -> FileStamp:
+    """The file's stamp, after checking that it is a regular, uncompressed file we may read.
+
+    The pipeline opens the path more than once (to estimate the chunk size, to read, and with
+    ``feed="ranges"`` in every worker), which a FIFO, ``/dev/stdin`` or a process substitution
+    such as ``<(zcat f.gz)`` cannot give: each would hang or give nothing the second time.
+    """
+    status = os.stat(path)  # FileNotFoundError or PermissionError, naming the path
+    if stat.S_ISDIR(status.st_mode):
+        raise IsADirectoryError(f"{path} is a directory, not a CSV file")
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError(f"{path} is not a regular file (a pipe, a device or a process substitution such as "
+                         "<(zcat f.gz)): the pipeline reads the file more than once, which these cannot give. "
+                         "Save it to a file first.")
+    with open(path, "rb") as file:
+        head = file.read(8)
+    for magic, kind in COMPRESSED.items():
+        if head.startswith(magic):
+            raise ValueError(f"{path} is {kind}-compressed, not CSV text: decompress it first (for gzip: gunzip -k "
+                             f"{Path(path).name}), or read it with {kind == 'gzip' and 'gzip.open' or 'its library'} "
+                             "and pass the rows to chunked_map")
+    return FileStamp.of(status)
 
 
 def stream_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, processes: int | None = None,
                chunksize: int | None = None, on_error: str = "raise", ordered: bool = True, header: bool = True,
-               progress: bool = False, feed: str = "rows", timeline: Timeline | None = None) -> CsvStream:
+               progress: bool = False, feed: str = "rows", timeline: Timeline | None = None,
+               executor: Executor | ProcessPool | None = None) -> CsvStream:
     """``func(row)`` for every row of a CSV file, computed by worker processes, as an iterator.
 
-    path: the CSV file, UTF-8 (a byte-order mark is skipped), any line ends (``\\n``, ``\\r\\n``).
+    path: a regular CSV file, UTF-8 (a byte-order mark is skipped), any line ends (``\\n``, ``\\r\\n``).
     func: gets each row as ``list[str]``, exactly as ``csv.reader`` yields it; it must be
         importable by the workers (a module's function, not a lambda or a notebook cell's).
     processes: workers at most (default :func:`mpdemo.cpu_count`); started as chunks need them.
     chunksize: rows per chunk (``feed="ranges"``: about that many lines); None picks Pool.map's
         rule for the file's estimated row count, at most ``MAX_AUTO_CHUNKSIZE``.
-    on_error: ``"raise"``: the first bad row raises :class:`RowError` naming file and line (in
-        order, after the results of every row before it when ``ordered``); ``"skip"``: bad rows
-        go to ``.skipped`` as ``(line, reason)`` and the stream goes on.
+    on_error: ``"raise"``: the first bad row raises :class:`~mpdemo.errors.RowError` naming file and
+        line (in order, after the results of every row before it when ``ordered``); ``"skip"``: bad
+        rows go to ``.skipped`` as ``(line, reason)`` and the stream goes on.
     ordered: results in the file's order (default), or chunk by chunk as they finish.
     header: the first row (blank lines aside) is a header, not passed to ``func``.
     progress: a tqdm bar over the file's bytes.
@@ -175,35 +184,48 @@ def stream_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, pro
         each worker reads and parses itself (see :func:`byte_ranges`).
     timeline: receives one :class:`~mpdemo.timing.TaskRecord` per chunk; ``began`` is set when
         reading starts.
+    executor: an :class:`mpdemo.ProcessPool` you keep across calls, or any
+        ``concurrent.futures.Executor`` (with ``feed="ranges"`` its workers must be able to open
+        ``path``); None starts a ``ProcessPool`` for this stream.
 
     Blank lines are not rows: ``csv.reader`` yields ``[]`` for them, and the pipeline skips them
     (as ``csv.DictReader`` does), so a trailing blank line is no bad row. Line numbers are the
     1-based lines of the file where each row starts (the header is line 1); a quoted field with
     line breaks makes a row span several lines.
 
-    Raises, besides :class:`RowError`: :class:`~mpdemo.guard.NotSendable` at once for a function
-    the workers cannot receive (a lambda; under spawn, a notebook cell's function), or later
-    naming the line whose result cannot be sent back; :class:`~mpdemo.chunking.WorkerDied` within
-    moments when a worker is killed; :class:`SplitError` when ``feed="ranges"`` meets quoting
-    that is not RFC 4180; ``FileNotFoundError`` or ``IsADirectoryError`` at once.
+    Raises, besides ``RowError``: :class:`~mpdemo.errors.NotSendable` at once for a function the
+    workers cannot receive (a lambda; under spawn, a notebook cell's function), or later naming
+    the line whose result cannot be sent back; :class:`~mpdemo.errors.WorkerDied` within moments
+    when a worker is killed; :class:`~mpdemo.errors.FileChanged` when the file changes while it
+    is read; :class:`~mpdemo.errors.SplitError` when ``feed="ranges"`` meets quoting that is not
+    RFC 4180; at once, ``FileNotFoundError``, ``IsADirectoryError``, or ``ValueError`` for a
+    pipe or a compressed file.
 
     Nothing runs until you iterate. The workers stop when it ends, raises, is interrupted
-    (Ctrl-C), is closed (``close()``, the end of a ``with`` block) or is dropped (a ``break``
-    out of a ``for`` loop over it). ``.skipped`` and ``.rows_read`` are final when it is
-    exhausted, and then ``rows_read`` is the number of results plus ``len(skipped)``.
+    (Ctrl-C), is closed (``close()``, the end of a ``with`` block), is dropped, or when a ``for``
+    loop over it ends early (``break``): the rest of the file is then not read. ``.skipped``,
+    ``.rows_read`` and ``.chunks_read`` stay readable; when the stream is exhausted,
+    ``rows_read`` is the number of results plus ``len(skipped)``.
     """
-    return CsvStream(path, func, processes=processes, chunksize=chunksize, on_error=on_error, ordered=ordered,
-                     header=header, progress=progress, feed=feed, timeline=timeline)
+    return CsvStream(CsvSettings.checked(path, func, processes=processes, chunksize=chunksize, on_error=on_error,
+                                         ordered=ordered, header=header, progress=progress, feed=feed,
+                                         timeline=timeline, executor=executor))
 
 
-def process_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, processes: int | None = None,
-                chunksize: int | None = None, on_error: str = "raise", ordered: bool = True, header: bool = True,
-                progress: bool = False, feed: str = "rows", timeline: Timeline | None = None) -> PipelineResult:
-    """:func:`stream_csv` collected into a :class:`PipelineResult`; the options are the same."""
-    with stream_csv(path, func, processes=processes, chunksize=chunksize, on_error=on_error, ordered=ordered,
-                    header=header, progress=progress, feed=feed, timeline=timeline) as stream:
+def process_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], **options: Any) -> PipelineResult:
+    """:func:`stream_csv` collected into a :class:`PipelineResult`; it takes the same options."""
+    with stream_csv(path, func, **options) as stream:
         results = list(stream)
     return PipelineResult(results, stream.skipped, stream.rows_read)
+
+
+@dataclass
+class Counts:
+    """What a run has counted so far: skipped rows, rows read, chunks read (by the reader)."""
+
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    rows_read: int = 0
+    chunks_read: int = 0
 
 
 class CsvStream(Iterator):
@@ -213,14 +235,17 @@ class CsvStream(Iterator):
     chunks the reader has read and sent so far (at most a window ahead of what you have).
     """
 
-    def __init__(self, path: str | os.PathLike, func: Callable[[list[str]], Any], **options: Any):
-        # The pipeline does not know this object, so dropping it (a `break` out of a for loop
-        # does) frees the generator at once, whose `finally` stops the workers.
-        self._pipeline = Pipeline(path, func, **options)
-        self._results = self._pipeline.run()
+    def __init__(self, settings: CsvSettings):
+        self.settings = settings
+        self.counts = Counts()
+        # The generator knows the settings and the counts, not this object: dropping the stream
+        # frees the generator at once (no reference cycle), and its `finally` stops the workers.
+        self._results = run(settings, self.counts)
 
     def __iter__(self) -> Iterator[Any]:
-        return self._results  # the generator itself: a for loop then runs at full speed
+        """A generator of its own for each ``for`` loop: when the loop ends early (``break``), the
+        loop drops it, and closing it closes the pipeline (``yield from`` passes the close on)."""
+        yield from self._results
 
     def __next__(self) -> Any:
         return next(self._results)
@@ -237,186 +262,174 @@ class CsvStream(Iterator):
 
     @property
     def skipped(self) -> list[tuple[int, str]]:
-        return self._pipeline.skipped
+        return self.counts.skipped
 
     @property
     def rows_read(self) -> int:
-        return self._pipeline.rows_read
+        return self.counts.rows_read
 
     @property
     def chunks_read(self) -> int:
-        return self._pipeline.chunks_read
+        return self.counts.chunks_read
 
 
-class Pipeline:
-    """One run of the pipeline: its settings, checked once, here, and its counts (see the module doc)."""
-
-    def __init__(self, path: str | os.PathLike, func: Callable[[list[str]], Any], *, processes: int | None,
-                 chunksize: int | None, on_error: str, ordered: bool, header: bool, progress: bool, feed: str,
-                 timeline: Timeline | None):
-        self.path = str(path)
-        self.processes = cpu_count() if processes is None else processes
-        _require_positive(processes=self.processes)
-        if chunksize is not None:
-            _require_positive(chunksize=chunksize)
-        _require_choice(on_error=(on_error, ON_ERROR), feed=(feed, FEEDS))
-        if Path(path).is_dir():
-            raise IsADirectoryError(f"{self.path} is a directory, not a CSV file")
-        open(path, "rb").close()  # raises FileNotFoundError or PermissionError, naming the path
-        check_sendable(func, start_method())  # before any process starts: a lambda fails here, clearly
-        self.func, self.on_error, self.ordered, self.header, self.feed = func, on_error, ordered, header, feed
-        self.chunksize = chunksize or auto_chunksize(path, self.processes)
-        self.window = CHUNKS_IN_FLIGHT_PER_PROCESS * self.processes
-        self.progress, self.timeline = progress, timeline
-        self.skipped: list[tuple[int, str]] = []
-        self.rows_read = self.chunks_read = self.delivered = 0
-
-    def run(self) -> Iterator[Any]:
-        """The pipeline, as a generator: it starts on the first ``next()``, and its ``finally``
-        stops the workers however it ends (exhausted, an error, Ctrl-C, closed, dropped)."""
-        from tqdm.auto import tqdm  # imported here: workers import this module and never need it
-
-        self.ctx = get_context()
-        self.tasks, self.results = self.ctx.Queue(maxsize=self.window), self.ctx.Queue()
-        self.tasks._ignore_epipe = True  # see _let_go; set before the queue starts its feeder thread
-        self.workers: list[BaseProcess] = []
-        reader = self._range_chunks() if self.feed == "ranges" else self._row_chunks()  # a local: see _send_more
-        self.sizes: dict[int, int] = {}  # seq -> bytes of the file in that chunk, for the progress bar
-        waiting: dict[int, ChunkDone] = {}  # the reorder buffer
-        finished = False
-        self.bar = tqdm(total=os.path.getsize(self.path), disable=not self.progress, unit="B", unit_scale=True)
-        if self.timeline is not None:
-            self.timeline.began = time.time()
-        try:
-            self._send_more(reader)
-            while self.chunks_read > self.delivered:
-                done = self._receive()
-                waiting[done.seq] = done
-                ready = _in_order(waiting, self.delivered) if self.ordered else [waiting.pop(done.seq)]
-                for chunk in ready:
-                    self.delivered += 1
-                    self._send_more(reader)  # read ahead, so that the workers are busy while you use these
-                    yield from self._hand_over(chunk)
-            for _ in self.workers:
-                self.tasks.put(None)  # the sentinel: "no more chunks", one per worker
-            for process in self.workers:
-                process.join(timeout=10)
-            self.bar.update(self.bar.total - self.bar.n)  # what follows the last row (line breaks) counts too
-            finished = True
-        finally:
-            self.bar.close()
-            reader.close()
-            stop_processes(self.workers)  # at once after an error or an early stop; normally they have left
-            if not finished:
-                _let_go(self.tasks)
-            self.tasks.close()
-            self.results.close()
-            # A queue holds OS semaphores (files in /dev/shm) until it is garbage-collected: let
-            # them go now, not when the stream object is dropped.
-            self.tasks = self.results = None
-
-    def _send_more(self, reader: Iterator[tuple[RowsChunk | RangeChunk, int]]) -> None:
-        """Read and send chunks until ``window`` chunks are in flight or the file is read.
-
-        (The reader is no attribute: it refers to this object, and the cycle would keep the
-        queues alive until the garbage collector came by.)
-        """
-        while self.chunks_read - self.delivered < self.window:
-            item = next(reader, None)
-            if item is None:
-                return
-            chunk, size = item
-            self.sizes[chunk.seq] = size
-            if len(self.workers) < self.processes:  # start workers only as chunks need them
-                # daemon: should this process exit without stopping them, multiprocessing does
-                process = self.ctx.Process(target=work, name="mpdemo-pipeline-worker", daemon=True, args=(
-                    self.func, self.path, self.feed, self.on_error, self.tasks, self.results))
-                process.start()
-                self.workers.append(process)
-            self.tasks.put(chunk)  # never blocks: the queue holds `window` chunks, and fewer are in flight
-            self.chunks_read += 1
-
-    def _receive(self) -> ChunkDone:
-        """The next chunk a worker finished. Never waits on the queue alone: a dead worker raises."""
-        while True:
-            try:
-                message = self.results.get(timeout=POLL_SECONDS)
-            except queue.Empty:
-                message = None
-            dead = [p for p in self.workers if p.exitcode is not None]
-            if dead:
-                raise WorkerDied(f"a worker process died unexpectedly while processing {self.path} "
-                                 f"({describe_dead_processes(dead)}); the other workers were stopped and "
-                                 "the rows in flight are lost")
-            if message is not None:
-                return pickle.loads(message)
-
-    def _hand_over(self, done: ChunkDone) -> Iterator[Any]:
-        """Account for one chunk, then yield its results; raise its error, if it has one."""
-        self.bar.update(self.sizes.pop(done.seq))
-        self.rows_read += done.rows
-        self.skipped += done.skipped
-        if self.timeline is not None:
-            self.timeline.append(done.record)
-        yield from done.results
-        if done.row_error is not None:
-            line, error, worker_traceback = done.row_error
-            error.__cause__ = WorkerTraceback(worker_traceback)
-            raise RowError(self.path, line, error) from error
-        if done.failure is not None:
-            raise done.failure
-
-    def _row_chunks(self) -> Iterator[tuple[RowsChunk, int]]:
-        """``feed="rows"``: parse the file here; yield chunks of rows, each with the bytes it read.
-
-        Rows wait in chunks as tuples: Python's garbage collector scans every list that is alive
-        again and again, which slowed this reader threefold; a tuple of strings it stops tracking.
-        """
-        with open(self.path, "rb") as file:
-            bad_lines: dict[int, UnicodeDecodeError] = {}
-            chunk, counted = RowsChunk(0, [], []), 0
-            for line, row in records(_text_lines(file, bad_lines), 1, bad_lines, header=self.header):
-                chunk.lines.append(line)
-                chunk.rows.append(tuple(row) if isinstance(row, list) else row)
-                if len(chunk.rows) == self.chunksize:
-                    yield chunk, file.tell() - counted
-                    chunk, counted = RowsChunk(chunk.seq + 1, [], []), file.tell()
-            if chunk.rows:
-                yield chunk, file.tell() - counted
-
-    def _range_chunks(self) -> Iterator[tuple[RangeChunk, int]]:
-        """``feed="ranges"``: yield byte ranges of about ``chunksize`` lines, with their sizes."""
-        block_size = max(1, round(self.chunksize * bytes_per_line(self.path)))
-        size = os.path.getsize(self.path)
-        header = self.header
-        for seq, (start, end, first_line, has_data) in enumerate(byte_ranges(self.path, block_size)):
-            yield RangeChunk(seq, start, end, first_line, header and has_data, end >= size), end - start
-            header = header and not has_data
+# ── The caller side: read, send, hand over ─────────────────────────────────────────────────────
 
 
-def _in_order(waiting: dict[int, ChunkDone], delivered: int) -> Iterator[ChunkDone]:
-    """Take chunks out of the reorder buffer while the next one in sequence is there."""
-    while delivered in waiting:
-        yield waiting.pop(delivered)
-        delivered += 1
+class RowsChunk(NamedTuple):
+    """Rows parsed by the reader (as tuples), with the line each starts on. A row the reader could
+    not read travels as the exception that says why, so the worker applies ``on_error`` to it."""
+
+    lines: list[int]
+    rows: list[tuple[str, ...] | Exception]
+    size: int  # bytes of the file it covers, for the progress bar
 
 
-def _let_go(tasks: Any) -> None:
-    """Release a task queue whose workers are gone, without leaving its feeder thread stuck.
+class RangeChunk(NamedTuple):
+    """Bytes ``start:end`` of the file, whose first line is ``first_line``, for a worker to parse."""
 
-    ``Queue.put`` hands each chunk to a feeder thread that writes it into a pipe. With nobody
-    left to read, that thread would wait forever, holding the chunks. Closing our end of the
-    pipe makes its write fail, and ``_ignore_epipe`` lets it end quietly, as
-    ``concurrent.futures`` does with its own queue (CPython gh-94777).
+    start: int
+    end: int
+    first_line: int
+    header: bool  # the header is in this range: skip it
+    last: bool  # the range ends at the end of the file
+    stamp: FileStamp  # the file as the reader found it: the worker checks it is still the same
+
+    @property
+    def size(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class CsvJob:
+    """What every worker needs to know for every chunk: the function, the file, what to do on errors."""
+
+    func: Callable[[list[str]], Any]
+    path: str
+    on_error: str
+    pickle_results: bool  # pickle them in the worker (process pools), or leave them as they are
+
+
+def run(settings: CsvSettings, counts: Counts) -> Iterator[Any]:
+    """The pipeline, as a generator: it starts on the first ``next()``, and leaving it (exhausted,
+    an error, Ctrl-C, closed, dropped) leaves the ``with`` blocks, which stop the workers."""
+    from tqdm.auto import tqdm  # imported here: workers import this module and never need it
+
+    pickled = pickling_method(settings.executor) is not None
+    job = CsvJob(settings.func, settings.path, settings.on_error, pickle_results=pickled)
+    reader = range_chunks(settings) if settings.feed == "ranges" else row_chunks(settings)
+    if settings.timeline is not None:
+        settings.timeline.began = time.time()
+
+    def call_for(chunk: RowsChunk | RangeChunk) -> Call:
+        counts.chunks_read += 1
+        return csv_call(job, chunk, pickled)
+
+    with workers_for(settings.executor, settings.processes) as workers, \
+            tqdm(total=settings.stamp.size, disable=not settings.progress, unit="B", unit_scale=True) as bar:
+        for chunk, _, done in in_flight(workers, reader, call_for, settings.window, ordered=settings.ordered):
+            bar.update(chunk.size)
+            yield from hand_over(done, settings, counts)
+        check_unchanged(settings.path, settings.stamp, stamp_of(settings.path))
+        bar.update(bar.total - bar.n)  # what follows the last row (line breaks) counts too
+
+
+def hand_over(done: ChunkDone, settings: CsvSettings, counts: Counts) -> Iterator[Any]:
+    """Account for one chunk, then yield its results; raise its error, if it has one."""
+    counts.rows_read += done.rows
+    counts.skipped += done.skipped
+    if settings.timeline is not None:
+        settings.timeline.append(done.record)
+    yield from pickle.loads(done.results) if isinstance(done.results, bytes) else done.results
+    if done.row_error is not None:
+        line, error, worker_traceback = done.row_error
+        if isinstance(error, NotSendable):
+            raise error
+        error.__cause__ = WorkerTraceback(worker_traceback)
+        raise RowError(settings.path, line, error) from error
+    if done.failure is not None:
+        raise done.failure
+
+
+def csv_call(job: CsvJob, chunk: RowsChunk | RangeChunk, pickled: bool) -> Call:
+    """What to run for one chunk; rows are pickled here (timed) when the workers are processes."""
+    if isinstance(chunk, RangeChunk):
+        what = f"bytes {chunk.start:,}–{chunk.end:,} of {job.path} (from line {chunk.first_line:,})"
+        return Call(run_csv_chunk, (job, chunk), what)
+    what = f"lines {chunk.lines[0]:,}–{chunk.lines[-1]:,} of {job.path}"
+    if not pickled:
+        return Call(run_csv_chunk, (job, chunk), what)
+    clock = time.perf_counter()
+    payload = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+    return Call(run_csv_chunk, (job, payload), what, caller_seconds=time.perf_counter() - clock)
+
+
+def row_chunks(settings: CsvSettings) -> Iterator[RowsChunk]:
+    """``feed="rows"``: parse the file here; yield chunks of rows, each with the bytes it covers.
+
+    Rows wait in chunks as tuples: Python's garbage collector scans every list that is alive
+    again and again, which slowed this reader threefold; a tuple of strings it stops tracking.
+    At the end of the file, the file must still be the one the run began with.
     """
-    tasks._reader.close()
-    tasks.cancel_join_thread()  # and never wait for it when this process exits
+    with open(settings.path, "rb") as file:
+        bad_lines: dict[int, UnicodeDecodeError] = {}
+        chunk, counted = RowsChunk([], [], 0), 0
+        for line, row in records(_text_lines(file, bad_lines), 1, bad_lines, header=settings.header):
+            chunk.lines.append(line)
+            chunk.rows.append(tuple(row) if isinstance(row, list) else row)
+            if len(chunk.rows) == settings.chunksize:
+                yield chunk._replace(size=file.tell() - counted)
+                chunk, counted = RowsChunk([], [], 0), file.tell()
+        # before the last chunk, which a file cut short while we read would end with a cut-off row
+        check_unchanged(settings.path, settings.stamp, stamp_of(settings.path, file), read=file.tell())
+        if chunk.rows:
+            yield chunk._replace(size=file.tell() - counted)
+
+
+def range_chunks(settings: CsvSettings) -> Iterator[RangeChunk]:
+    """``feed="ranges"``: yield byte ranges of about ``chunksize`` lines."""
+    block_size = max(1, round(settings.chunksize * bytes_per_line(settings.path)))
+    header, size = settings.header, settings.stamp.size
+    for start, end, first_line, has_data in byte_ranges(settings.path, block_size):
+        if end > size:
+            raise FileChanged(f"{settings.path} grew while it was read: it had {size:,} bytes when reading began")
+        yield RangeChunk(start, end, first_line, header and has_data, end >= size, settings.stamp)
+        header = header and not has_data
+    check_unchanged(settings.path, settings.stamp, stamp_of(settings.path))
+
+
+def check_unchanged(path: str, stamp: FileStamp, now: FileStamp, read: int | None = None) -> None:
+    """Raise :class:`~mpdemo.errors.FileChanged` unless the file is still as ``stamp`` says (same
+    size, time of last change and inode) and, when ``read`` is given, all of it was read."""
+    read = stamp.size if read is None else read
+    if now == stamp and read == stamp.size:
+        return
+    if now.inode != stamp.inode:
+        how = "was replaced by another file"
+    elif now.size != stamp.size or read != stamp.size:
+        how = (f"changed size while it was read: it had {stamp.size:,} bytes when reading began, {now.size:,} now, "
+               f"and {read:,} were read")
+    else:
+        how = "was modified while it was read (its size is the same, its time of last change is not)"
+    raise FileChanged(f"{path} {how}. The results would mix two versions of it, or miss rows: run again on a file "
+                      "that nothing writes to meanwhile (copy it first, if it is still being written).")
+
+
+def stamp_of(path: str | os.PathLike, file: BinaryIO | None = None) -> FileStamp:
+    """The file's stamp now: of the open ``file``, or of whatever ``path`` names now."""
+    return FileStamp.of(os.fstat(file.fileno()) if file is not None else os.stat(path))
 
 
 def _require_choice(**settings: tuple[str, tuple[str, ...]]) -> None:
     for name, (value, allowed) in settings.items():
         if value not in allowed:
             raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}, got {value!r}")
+
+
+def _require_bool(**settings: Any) -> None:
+    for name, value in settings.items():
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def auto_chunksize(path: str | os.PathLike, processes: int) -> int:
@@ -566,71 +579,85 @@ def byte_ranges(path: str | os.PathLike, block_size: int) -> Iterator[ByteRange]
 # ── The worker side ──────────────────────────────────────────────────────────────────────────
 
 
-def work(func: Callable[[list[str]], Any], path: str, feed: str, on_error: str, tasks: Any, results: Any) -> None:
-    """Runs in each worker process: take chunks until the ``None`` sentinel, send back each outcome.
+class ChunkDone(NamedTuple):
+    """A worker's report on one chunk. ``results``: pickled by the worker (process pools) or a list;
+    ``row_error``: (line, exception, traceback) of the row that raised with ``on_error="raise"``;
+    ``failure``: an error that is not one row's fault (a wrong split, a file that changed)."""
 
-    A worker ignores Ctrl-C (its parent stops it), and leaves by itself if its parent dies.
+    results: bytes | list
+    skipped: list[tuple[int, str]]
+    rows: int
+    record: TaskRecord
+    row_error: tuple[int, BaseException, str] | None
+    failure: BaseException | None
+
+
+def run_csv_chunk(job: CsvJob, chunk: RowsChunk | RangeChunk | bytes) -> ChunkDone:
+    """Runs in a worker: apply ``job.func`` to every row of one chunk; report results and errors.
+
+    ``chunk`` comes pickled (rows sent by a process pool's caller), as it is, or as a byte range
+    that this worker reads itself. Every row counts once: as a result, a skipped row, or the row
+    that stopped the chunk. Every exception the function raises counts (``SystemExit`` too).
     """
-    ignore_sigint()
-    parent = multiprocessing.parent_process()
-    with open(path, "rb") if feed == "ranges" else nullcontext() as file:
-        while parent.is_alive():
-            try:
-                chunk = tasks.get(timeout=PARENT_CHECK_SECONDS)
-            except queue.Empty:
-                continue
-            if chunk is None:
-                return
-            results.put(run_chunk(func, chunk, file, on_error, path))
-    results.cancel_join_thread()  # the parent is gone: do not wait at exit to send it what it cannot read
-
-
-def run_chunk(func: Callable[[list[str]], Any], chunk: RowsChunk | RangeChunk, file: BinaryIO | None,
-              on_error: str, path: str) -> bytes:
-    """Apply ``func`` to every row of one chunk; return the pickled :class:`ChunkDone`."""
-    began = time.time()
-    results, result_lines, skipped, rows, row_error, failure = [], [], [], 0, None, None
-    chunk_rows = rows_of(chunk) if isinstance(chunk, RowsChunk) else range_records(file, chunk, path)
+    began, clock = time.time(), time.perf_counter()
+    if isinstance(chunk, bytes):
+        chunk = pickle.loads(chunk)
+    pickling = time.perf_counter() - clock
+    results, lines, skipped, rows, row_error, failure = [], [], [], 0, None, None
     try:
-        for line, row in chunk_rows:
+        for line, row in rows_of_chunk(chunk, job.path):
             rows += 1
             try:
                 if isinstance(row, Exception):
                     raise row  # the reader could not read this row: on_error decides, as for func
-                results.append(func(row))
-                result_lines.append(line)
-            except Exception as error:
-                if on_error == "skip":
+                results.append(job.func(row))
+                lines.append(line)
+            except BaseException as error:
+                if job.on_error == "skip":
                     skipped.append((line, f"{type(error).__name__}: {error}"))
                 else:
-                    row_error = (line, _picklable(error), traceback.format_exc())
+                    row_error = (line, sendable(error), traceback.format_exc())
                     break
     except Exception as error:  # not one row's fault: a wrong split, a file that changed, a bug
-        failure = _picklable(error)
-    done = ChunkDone(chunk.seq, results, skipped, rows, TaskRecord(os.getpid(), began, time.time(), rows),
-                     row_error, failure)
-    return pack(done, result_lines, path)
+        failure = sendable(error)
+    if job.pickle_results:
+        clock = time.perf_counter()
+        results, skipped, row_error = pack_rows(results, lines, skipped, row_error, job)
+        pickling += time.perf_counter() - clock
+    record = TaskRecord(os.getpid(), began, time.time(), rows, pickling=pickling)
+    return ChunkDone(results, skipped, rows, record, row_error, failure)
 
 
-def pack(done: ChunkDone, result_lines: list[int], path: str) -> bytes:
-    """Pickle a chunk's report here, in the worker. A result that cannot be pickled turns into a
-    :class:`~mpdemo.guard.NotSendable` naming its line, sent with the results before it."""
+def pack_rows(results: list, lines: list[int], skipped: list[tuple[int, str]],
+              row_error: tuple[int, BaseException, str] | None, job: CsvJob) -> tuple:
+    """The results pickled here, in the worker. A result that cannot be pickled is a bad row like any
+    other: skipped with ``on_error="skip"``, else the error that ends the chunk, naming its line."""
     try:
-        return pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL), skipped, row_error
     except Exception:
         pass
-    for index, result in enumerate(done.results):
+    kept = []
+    for line, result in zip(lines, results, strict=True):
         try:
             pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as error:
-            failure = NotSendable(f"line {result_lines[index]:,} of {path}: the row function's result cannot be "
-                                  f"sent back from the worker: {type(error).__name__}: {error}. {DATA_CURE}")
-            return pickle.dumps(done._replace(results=done.results[:index], failure=failure, row_error=None))
-    raise RuntimeError(f"the report on chunk {done.seq} cannot be pickled, though each result can")
+            reason = (f"the row function's result cannot be sent back from the worker: {type(error).__name__}: "
+                      f"{error}")
+            if job.on_error == "skip":
+                skipped = sorted([*skipped, (line, f"NotSendable: {reason}")])
+                continue
+            cannot = NotSendable(f"line {line:,} of {job.path}: {reason}. {DATA_CURE}")
+            return pickle.dumps(kept), skipped, (line, cannot, "")
+        kept.append(result)
+    return pickle.dumps(kept), skipped, row_error
 
 
-def rows_of(chunk: RowsChunk) -> Iterator[tuple[int, list[str] | Exception]]:
-    """The rows of a :class:`RowsChunk`, each a list again, as ``csv.reader`` gave it."""
+def rows_of_chunk(chunk: RowsChunk | RangeChunk, path: str) -> Iterator[tuple[int, list[str] | Exception]]:
+    """The ``(line, row)`` pairs of a chunk: the reader's rows as lists again, or a range read here."""
+    if isinstance(chunk, RangeChunk):
+        with open(path, "rb") as file:
+            yield from range_records(file, chunk, path)
+        return
     for line, row in zip(chunk.lines, chunk.rows, strict=True):
         yield line, list(row) if isinstance(row, tuple) else row
 
@@ -642,8 +669,11 @@ def range_records(file: BinaryIO, chunk: RangeChunk, path: str) -> Iterator[tupl
     comes out as a row of its own only if the range ended between records; inside a quoted
     field it would join that field instead, and then the split was wrong: :class:`SplitError`.
     """
+    check_unchanged(path, chunk.stamp, stamp_of(path, file))  # the file the reader cut into ranges
     file.seek(chunk.start)
     data = file.read(chunk.end - chunk.start)
+    if len(data) != chunk.end - chunk.start:  # cut short since the check above
+        check_unchanged(path, chunk.stamp, stamp_of(path, file), read=chunk.start + len(data))
     bad_lines: dict[int, UnicodeDecodeError] = {}
     text = decode(data, chunk.first_line, bad_lines)
     if chunk.last:

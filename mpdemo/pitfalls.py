@@ -1,28 +1,26 @@
-"""Small reproductions of the mistakes the course warns about, each run inside a time limit.
+"""Small reproductions of the mistakes the course warns about, as programs to run in a sandbox.
 
-Some of these mistakes hang forever, so they never run in the notebook's own process: they run
-as a separate Python process that is killed, with all its children, when its time is up.
-:func:`run_python` does that and reports what happened, so a learner sees the failure and the
-kernel stays alive.
+Some of these mistakes hang forever or crash, so they never run in the notebook's own process:
+each is the text of a program that :mod:`mpdemo.sandbox` runs as a separate Python process, with
+a time limit, and reports on. A mistake's repairs are programs too, one per stage, so that a
+notebook can show each stage and what changed (:func:`diff`).
+
+* anti-pattern 1, one row per task: :func:`one_row_per_task` (lesson 02; safe to run here);
+* a notebook function under spawn, and the ``__main__`` guard (lesson 00);
+* anti-pattern 2, the CSV pipeline that hangs, loses rows and hides errors, and its repairs
+  (lesson 03);
+* anti-pattern 3, shared memory with five mistakes, and its repairs; a block removed by another
+  program's resource tracker; unregistering in a worker (lesson 04).
 """
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import dataclass
-from pathlib import Path
+import difflib
 
 import numpy as np
 
 from mpdemo import workloads
 from mpdemo.context import get_context
-from mpdemo.guard import signal_name
 
 #: A function typed into a notebook lives in ``__main__``; spawn workers cannot import it.
 #: Fill in ``{method}`` (a start method) and ``{pool_code}`` (:data:`WITH_POOL` or
@@ -76,104 +74,6 @@ if __name__ == "__main__":
 '''
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """How a child Python process ended."""
-
-    pid: int  # also its process group on POSIX: its workers belong to it
-    returncode: int | None  # None when it was killed at the time limit
-    stdout: str
-    stderr: str
-    seconds: float
-    timed_out: bool
-
-    def __str__(self) -> str:
-        if self.timed_out:
-            head = f"no answer after {self.seconds:.1f} s: killed it (it would have waited forever)"
-        elif self.returncode is not None and self.returncode < 0:
-            head = f"was killed by {signal_name(-self.returncode)} after {self.seconds:.1f} s"
-            if -self.returncode == getattr(signal, "SIGSEGV", None):
-                head += (" (a segmentation fault: it touched memory that was not there any more; a shell "
-                         f"reports exit status {128 - self.returncode})")
-        else:
-            head = f"exited with code {self.returncode} after {self.seconds:.1f} s"
-        lines = [head]
-        lines += [f"printed: {line}" for line in self.stdout.strip().splitlines()]
-        lines += [f"error: {error}" for error in self.errors()]
-        return "\n".join(lines)
-
-    def errors(self) -> list[str]:
-        """The distinct ``SomeError: message`` lines of stderr, with a message that starts on the
-        next lines (as RuntimeError's does) joined up to its full stop."""
-        lines = [line.strip() for line in self.stderr.splitlines() if line.strip()]
-        found = []
-        for i, line in enumerate(lines):
-            if re.match(r"^[\w.]+(Error|Exception|Pool)\b", line):
-                message = [line]
-                for follow in lines[i + 1:i + 4] if line.endswith(":") else []:
-                    message.append(follow)
-                    if follow.endswith("."):
-                        break
-                found.append(" ".join(message))
-        return list(dict.fromkeys(found))
-
-    def warnings(self) -> list[str]:
-        """The distinct ``SomeWarning: message`` parts of stderr (the file and line before them left out)."""
-        found = [match.group(0) for match in re.finditer(r"\b\w+Warning: .*", self.stderr)]
-        return list(dict.fromkeys(found))
-
-
-def run_python(args: list[str], *, timeout: float, stdin: str | None = None) -> Outcome:
-    """Run ``python *args`` with a time limit; on timeout stop it and every process it started.
-
-    The child starts a new process group, so its workers can be stopped with it. They get
-    SIGTERM, which multiprocessing's resource tracker ignores: it outlives them, notices they
-    are gone and removes their semaphores from /dev/shm. (SIGKILL to the whole group would kill
-    the tracker too and leave them behind.)
-    """
-    start = time.perf_counter()
-    plain = {**os.environ, "PYTHON_COLORS": "0"}  # Jupyter asks for coloured tracebacks; we read them
-    child = subprocess.Popen([sys.executable, *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=plain, start_new_session=os.name == "posix")
-    try:
-        out, err = child.communicate(stdin, timeout=timeout)
-        return Outcome(child.pid, child.returncode, out, err, time.perf_counter() - start, False)
-    except subprocess.TimeoutExpired:
-        stop_process_group(child)
-        out, err = child.communicate()
-        return Outcome(child.pid, None, out, err, timeout, True)
-
-
-def stop_process_group(child: subprocess.Popen, grace: float = 10) -> None:
-    """Stop a child and its process group: SIGTERM, then SIGKILL whatever is left after ``grace`` s."""
-    if os.name != "posix":
-        child.kill()
-        return
-    os.killpg(child.pid, signal.SIGTERM)
-    child.wait()  # reap it: a dead child that nobody waited for still counts as in the group
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(child.pid, 0)  # signal 0: is anyone in the group still alive?
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    os.killpg(child.pid, signal.SIGKILL)
-
-
-def run_code(code: str, *, timeout: float = 10) -> Outcome:
-    """Run ``code`` with ``python -c``: its functions live in ``__main__``, as in a notebook."""
-    return run_python(["-c", code], timeout=timeout)
-
-
-def run_script(source: str, *args: str, timeout: float = 10) -> Outcome:
-    """Save ``source`` as a script file and run it with ``python script.py *args``."""
-    with tempfile.TemporaryDirectory() as folder:
-        script = Path(folder) / "script.py"
-        script.write_text(source)
-        return run_python([str(script), *args], timeout=timeout)
-
-
 def one_row_per_task(array: np.ndarray, processes: int, *, timeout: float = 120) -> list[float]:
     """Anti-pattern 1: a pool task for every row of an array, each doing a few microseconds of work.
 
@@ -187,7 +87,7 @@ def one_row_per_task(array: np.ndarray, processes: int, *, timeout: float = 120)
 # ── Anti-pattern 2: a CSV pipeline that hangs, loses rows and hides errors (lesson 03) ─────────
 
 #: The broken pipeline: ``python script.py ROWS numbers|strings`` reads the orders CSV of ROWS rows
-#: (``mpdemo.data.orders_csv``) and totals each row. Run it with :func:`run_script`.
+#: (``mpdemo.data.orders_csv``) and totals each row. Run it with :func:`mpdemo.sandbox.run_script`.
 BROKEN_PIPELINE = '''\
 import csv
 import sys
@@ -258,12 +158,6 @@ def edit(script: str, *changes: tuple[str, str]) -> str:
     return script
 
 
-def with_main(script: str, main: str) -> str:
-    """``script`` with its ``main`` function replaced by ``main`` (source text)."""
-    head, rest = script.split("def main(", 1)
-    return head + main + "\n\nif __name__" + rest.split("\nif __name__", 1)[1]
-
-
 #: Repair 1: read every chunk's result before joining: the workers can end, and no result is lost.
 DRAINED_PIPELINE = edit(BROKEN_PIPELINE, ("""\
         chunk = []
@@ -293,17 +187,23 @@ DRAINED_PIPELINE = edit(BROKEN_PIPELINE, ("""\
 """))
 
 #: Repair 2: a failing row travels back as an error naming the row, and stops the run.
-CHECKED_PIPELINE = edit(DRAINED_PIPELINE, ("""\
-def work(tasks, results, row_function):          # each worker process
-    for chunk in iter(tasks.get, None):          # take chunks until the sentinel
-        totals = []
-        for row in chunk:
-            try:
-                totals.append(row_function(row))
-            except Exception:
-                pass                             # skip a bad row (and tell nobody)
-        results.put(totals)                      # one result per chunk
-""", """\
+CHECKED_PIPELINE = '''\
+import csv
+import sys
+
+import mpdemo
+from mpdemo import data
+from mpdemo.timing import memory_mb
+
+
+def total(row):                                  # quantity × unit price
+    return int(row[3]) * float(row[4])
+
+
+def total_of_strings(row):                       # the same, forgetting that csv gives strings
+    return row[3] * row[4]
+
+
 def work(tasks, results, row_function):          # each worker process
     for first, chunk in iter(tasks.get, None):   # take numbered chunks until the sentinel
         totals, error = [], None
@@ -314,24 +214,30 @@ def work(tasks, results, row_function):          # each worker process
                 error = f"row {number:,}: {type(exc).__name__}: {exc}"
                 break
         results.put((first, totals, error))      # one result per chunk, with its number
-"""), ("""\
-            if len(chunk) == chunk_rows:
-                tasks.put(chunk)
-                chunk, chunks = [], chunks + 1
-        if chunk:
-            tasks.put(chunk)
-            chunks += 1
-""", """\
+
+
+def main(rows, row_function, workers=2, chunk_rows=1_000):
+    ctx = mpdemo.get_context()
+    tasks, results = ctx.Queue(), ctx.Queue()    # no bound
+    with open(data.orders_csv(rows), newline="") as f:
+        reader = csv.reader(f)
+        next(reader)                             # the header
+        chunk, chunks = [], 0
+        for row in reader:                       # the whole file goes into the queue
+            chunk.append(row)
             if len(chunk) == chunk_rows:
                 tasks.put((chunks * chunk_rows + 1, chunk))
                 chunk, chunks = [], chunks + 1
         if chunk:
             tasks.put((chunks * chunk_rows + 1, chunk))
             chunks += 1
-"""), ("""\
-    for _ in range(chunks):
-        totals += results.get(timeout=60)        # every chunk's result, before joining
-""", """\
+    print(f"memory with every chunk queued: {memory_mb():.1f} MB", flush=True)
+    processes = [ctx.Process(target=work, args=(tasks, results, row_function)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    for _ in processes:
+        tasks.put(None)                          # one sentinel per worker
+    totals = []
     for _ in range(chunks):
         first, chunk_totals, error = results.get(timeout=60)
         if error:
@@ -340,10 +246,47 @@ def work(tasks, results, row_function):          # each worker process
             tasks.cancel_join_thread()           # at exit, do not wait to send chunks nobody reads
             raise RuntimeError(error)
         totals += chunk_totals                   # (in the order the chunks finished)
-"""))
+    print("joining the workers", flush=True)
+    for process in processes:
+        process.join()                           # ...then wait for the workers to end
+    print(f"{len(totals):,} results from {rows:,} rows")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), {"numbers": total, "strings": total_of_strings}[sys.argv[2]])
+'''
 
 #: Repair 3: a bounded queue, read as the workers go (backpressure), results put back in order.
-BOUNDED_PIPELINE = edit(with_main(CHECKED_PIPELINE, """\
+BOUNDED_PIPELINE = '''\
+import csv
+import itertools
+import sys
+
+import mpdemo
+from mpdemo import data
+from mpdemo.timing import memory_mb
+
+
+def total(row):                                  # quantity × unit price
+    return int(row[3]) * float(row[4])
+
+
+def total_of_strings(row):                       # the same, forgetting that csv gives strings
+    return row[3] * row[4]
+
+
+def work(tasks, results, row_function):          # each worker process
+    for first, chunk in iter(tasks.get, None):   # take numbered chunks until the sentinel
+        totals, error = [], None
+        for number, row in enumerate(chunk, first):
+            try:
+                totals.append(row_function(row))
+            except Exception as exc:             # say which row failed, and why
+                error = f"row {number:,}: {type(exc).__name__}: {exc}"
+                break
+        results.put((first, totals, error))      # one result per chunk, with its number
+
+
 def main(rows, row_function, workers=2, chunk_rows=1_000):
     ctx = mpdemo.get_context()
     tasks, results = ctx.Queue(maxsize=2 * workers), ctx.Queue()   # bounded
@@ -383,13 +326,15 @@ def main(rows, row_function, workers=2, chunk_rows=1_000):
         process.join()                           # nothing is left to send: they end at once
     totals = [total for first in sorted(finished) for total in finished[first]]   # back in order
     print(f"{len(totals):,} results from {rows:,} rows")
-"""), ("import csv\n", "import csv\nimport itertools\n"))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), {"numbers": total, "strings": total_of_strings}[sys.argv[2]])
+'''
 
 
 def diff(before: str, after: str) -> str:
     """The lines that changed from one script to the next, as a unified diff."""
-    import difflib
-
     return "".join(difflib.unified_diff(before.splitlines(keepends=True), after.splitlines(keepends=True),
                                         "before", "after", n=1))
 
@@ -398,7 +343,7 @@ def diff(before: str, after: str) -> str:
 
 #: The broken program: ``python script.py ROWS WORKERS METHOD`` squares ROWS numbers in WORKERS
 #: processes started with METHOD, through shared memory, and checks them. Run it with
-#: :func:`run_script`; each repair below fixes one mistake. (It must not import mpdemo, which
+#: :func:`mpdemo.sandbox.run_script`; each repair below fixes one mistake. (It must not import mpdemo, which
 #: imports ``multiprocessing.shared_memory`` and would hide the first mistake.)
 BROKEN_SHARED_MEMORY = '''\
 import multiprocessing

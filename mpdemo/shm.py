@@ -65,8 +65,11 @@ from typing import Any
 
 import numpy as np
 
-from mpdemo.chunking import WorkerError, chunked_map
-from mpdemo.context import cpu_count
+from mpdemo.blocks import map_blocks, row_blocks
+from mpdemo.context import process_count, require_whole
+from mpdemo.errors import NotEnoughSharedMemory
+from mpdemo.machine import SHM, megabytes, shm_space
+from mpdemo.pool import ProcessPool
 from mpdemo.timing import Timeline
 
 
@@ -94,13 +97,22 @@ class SharedArray:
 
     @classmethod
     def create(cls, shape: int | tuple[int, ...], dtype: Any = np.float64) -> SharedArray:
-        """A new block for an array of ``shape`` and ``dtype`` (filled with zeros); this process owns it."""
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-        dtype = np.dtype(dtype)
-        if dtype.hasobject:
-            raise TypeError(f"a {dtype} array holds pointers into one process's memory: it cannot be shared")
-        block = shared_memory.SharedMemory(create=True, size=max(1, math.prod(shape) * dtype.itemsize))
-        return cls(block.name, shape, dtype, block)
+        """A new block for an array of ``shape`` and ``dtype`` (filled with zeros); this process owns it.
+
+        The block's memory is reserved at once, so a ``/dev/shm`` too small for it raises
+        :class:`~mpdemo.errors.NotEnoughSharedMemory` here (see :func:`reserve`), never a crash later.
+        """
+        shape, dtype = checked_layout(shape, dtype)
+        size = max(1, math.prod(shape) * dtype.itemsize)
+        refuse_if_too_large(size)
+        block = shared_memory.SharedMemory(create=True, size=size)
+        try:
+            reserve(block)
+            return cls(block.name, shape, dtype, block)
+        except BaseException:  # never leave a block behind, whatever went wrong
+            block.close()
+            block.unlink()
+            raise
 
     @classmethod
     def from_array(cls, array: np.ndarray) -> SharedArray:
@@ -239,37 +251,58 @@ def exists(name: str) -> bool:
     return True
 
 
-# ── parallel_apply: disjoint row blocks, no lock ────────────────────────────────────────────
+def checked_layout(shape: int | tuple[int, ...], dtype: Any) -> tuple[tuple[int, ...], np.dtype]:
+    """``shape`` as a tuple and ``dtype`` as a NumPy dtype, refused with a clear error when no array
+    can have them (before any block is made)."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not all(isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise ValueError(f"shape {shape} must be whole numbers of at least 0")
+    dtype = np.dtype(dtype)
+    if dtype.hasobject:
+        raise TypeError(f"a {dtype} array holds pointers into one process's memory: it cannot be shared")
+    if dtype.itemsize == 0:
+        raise ValueError(f"dtype {dtype} has items of 0 bytes: give it a size (such as 'S10' or 'V8')")
+    return shape, dtype
 
 
-class BlockError(WorkerError):
-    """``func`` raised on one row block; ``rows`` is its ``(start, stop)``. The original
-    exception is chained, with the worker's traceback as its own cause."""
-
-    def __init__(self, rows: tuple[int, int], error: BaseException) -> None:
-        super().__init__(rows[0], error)
-        self.rows = rows
-
-    def __str__(self) -> str:
-        start, stop = self.rows
-        return f"rows {start:,}–{stop - 1:,} raised {type(self.error).__name__}: {self.error}"
+#: What to do when /dev/shm is too small, in every message that says so.
+SHM_CURE = ("Give /dev/shm more room (docker run --shm-size=2g; on Kubernetes or a JupyterHub, mount a "
+            "memory-backed emptyDir volume at /dev/shm), share a smaller array, or keep the data in a memory-mapped "
+            "file instead (mpdemo.memmap, notebook 05).")
 
 
-def row_blocks(rows: int, count: int) -> list[tuple[int, int]]:
-    """``count`` disjoint ``(start, stop)`` ranges that cover rows ``0 … rows - 1``, in order.
+def refuse_if_too_large(size: int) -> None:
+    """Raise :class:`~mpdemo.errors.NotEnoughSharedMemory` now if ``/dev/shm`` has less than ``size`` free."""
+    space = shm_space()
+    if space is not None and size > space.free:
+        raise NotEnoughSharedMemory(f"a shared-memory block of {megabytes(size)} does not fit: /dev/shm has "
+                                    f"{megabytes(space.free)} free of {megabytes(space.total)}. {SHM_CURE}")
 
-    ``rows // count`` rows each would drop the last ``rows % count`` rows (anti-pattern 3); here
-    the first ``rows % count`` blocks get one row more. No block is empty: with fewer rows than
-    ``count``, there are fewer blocks.
+
+def reserve(block: shared_memory.SharedMemory) -> None:
+    """Make the kernel set the block's memory aside now (Linux: ``posix_fallocate`` in ``/dev/shm``).
+
+    A new block is a *sparse* file in ``/dev/shm``: creating one larger than the free space
+    succeeds, and the first write past the free space kills the process with SIGBUS (a dead
+    kernel, with no Python error at all). Reserving the pages up front turns that into an
+    ``OSError`` here. Elsewhere (macOS, Windows) there is no ``/dev/shm`` and nothing to do.
     """
-    count = min(count, rows)
-    size, extra = divmod(rows, count) if count else (0, 0)
-    blocks, start = [], 0
-    for k in range(count):
-        stop = start + size + (1 if k < extra else 0)
-        blocks.append((start, stop))
-        start = stop
-    return blocks
+    path = SHM / block.name
+    if not hasattr(os, "posix_fallocate") or not path.exists():
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, block.size)
+    except OSError as error:
+        space = shm_space()
+        raise NotEnoughSharedMemory(f"a shared-memory block of {megabytes(block.size)} does not fit: /dev/shm has "
+                                    f"{megabytes(space.free)} free of {megabytes(space.total)} "
+                                    f"({error.strerror}). {SHM_CURE}") from None
+    finally:
+        os.close(fd)
+
+
+# ── parallel_apply: disjoint row blocks, no lock ────────────────────────────────────────────
 
 
 def apply_block(func: Callable[[np.ndarray], Any], source: SharedArray, out: SharedArray | None,
@@ -291,7 +324,8 @@ def apply_block(func: Callable[[np.ndarray], Any], source: SharedArray, out: Sha
 
 def parallel_apply(func: Callable[[np.ndarray], Any], array: SharedArray | np.ndarray, *,
                    processes: int | None = None, out: SharedArray | None = None, blocks: int | None = None,
-                   executor: Executor | None = None, timeline: Timeline | None = None) -> list | np.ndarray:
+                   executor: Executor | ProcessPool | None = None, timeline: Timeline | None = None
+                   ) -> list | np.ndarray:
     """``func(block)`` on disjoint row blocks of a shared array, in worker processes; no lock needed.
 
     array: a :class:`SharedArray`, which workers attach to; or a NumPy array, copied into a
@@ -304,10 +338,13 @@ def parallel_apply(func: Callable[[np.ndarray], Any], array: SharedArray | np.nd
 
     Returns ``[func(block) for block in blocks]`` in row order, e.g. per-block partial results of a
     reduction to combine here (``sum(parallel_apply(np.sum, a))``); with ``out``, ``out.array``.
-    A failing block raises :class:`BlockError` naming its rows. A dead worker, Ctrl-C and anything
-    that cannot be pickled behave as in ``chunked_map``; the blocks are unlinked whatever happens.
+    A failing block raises :class:`~mpdemo.errors.BlockError` naming its rows. A dead worker,
+    Ctrl-C and anything that cannot be pickled behave as in ``chunked_map``; the blocks are
+    unlinked whatever happens.
     """
-    processes = cpu_count() if processes is None else processes
+    processes = process_count(processes)
+    if blocks is not None:
+        require_whole("blocks", blocks)
     if out is not None and not isinstance(out, SharedArray):
         raise TypeError(f"out= must be a SharedArray, not {type(out).__name__}: workers cannot write into "
                         "this process's own arrays")
@@ -324,15 +361,3 @@ def parallel_apply(func: Callable[[np.ndarray], Any], array: SharedArray | np.nd
     results = map_blocks(task, row_blocks(rows, blocks or processes), processes=processes, executor=executor,
                          timeline=timeline)
     return results if out is None else out.array
-
-
-def map_blocks(task: Callable[[tuple[int, int]], Any], bounds: list[tuple[int, int]], *, processes: int,
-               executor: Executor | None = None, timeline: Timeline | None = None) -> list:
-    """``[task(rows) for rows in bounds]`` on :func:`mpdemo.chunked_map`, one block per task.
-
-    A block that fails raises :class:`BlockError` naming its rows, not just its index.
-    """
-    try:
-        return chunked_map(task, bounds, processes=processes, chunksize=1, executor=executor, timeline=timeline)
-    except WorkerError as failed:
-        raise BlockError(bounds[failed.index], failed.error) from failed.error

@@ -47,7 +47,8 @@ from mpire import WorkerPool
 from mpdemo import plots, workloads
 from mpdemo.bench import Figure, Run, at_most, finish, in_turns, print_setting
 from mpdemo.chunking import chunked_map, default_chunksize
-from mpdemo.context import cpu_count, get_context, start_method, start_workers
+from mpdemo.context import get_context, process_count, process_executor, start_method, start_workers, worker_setup
+from mpdemo.pool import ProcessPool
 from mpdemo.data import make_array
 from mpdemo.timing import Measurement, describe_speedup, measure
 
@@ -67,7 +68,7 @@ DEFAULT_CHUNKING = {
 }
 #: The pools chunked_map is held against (the benchmark's 1.10× target).
 OTHER_POOLS = ("Pool", "ProcessPoolExecutor", "joblib", "joblib, default batches", "mpire")
-#: Columns of the rows of :func:`rows_of`.
+#: Columns of the rows of :func:`comparison_rows`.
 COLUMNS = 100
 
 
@@ -84,7 +85,7 @@ QUICK = Sizes(rows=1_000, rounds=2, empty_tasks=100)
 FULL = Sizes(rows=20_000, rounds=3, empty_tasks=1_000)
 
 
-def rows_of(n: int) -> np.ndarray:
+def comparison_rows(n: int) -> np.ndarray:
     """The comparison's input: ``n`` rows of :data:`COLUMNS` numbers, the same on every machine."""
     return make_array(n, COLUMNS)
 
@@ -98,12 +99,13 @@ class Contenders:
     """
 
     def __init__(self, processes: int | None = None, *, client: Any = None, dask: bool = True) -> None:
-        self.processes = cpu_count() if processes is None else processes
+        self.processes = process_count(processes)
         self.client = client
         self.want_dask = dask or client is not None
         self.cluster: Any = None  # a LocalCluster we started, and so must close
         self.pool: Any = None
         self.executor: ProcessPoolExecutor | None = None
+        self.workers: ProcessPool | None = None  # chunked_map's own pool, kept warm like the others
         self.mpire: Any = None
         self.joblib_folder: tempfile.TemporaryDirectory | None = None
 
@@ -117,9 +119,10 @@ class Contenders:
         return self
 
     def _start(self) -> None:
-        self.pool = get_context().Pool(self.processes)
-        self.executor = ProcessPoolExecutor(max_workers=self.processes, mp_context=get_context())
+        self.pool = get_context().Pool(self.processes, initializer=worker_setup)
+        self.executor = process_executor(self.processes)
         start_workers(self.executor, self.processes)
+        self.workers = ProcessPool(self.processes).warm()
         self.mpire = WorkerPool(n_jobs=self.processes, start_method=start_method(), keep_alive=True)
         # joblib makes a folder per call for arrays it could memory-map, in /dev/shm unless told otherwise
         self.joblib_folder = tempfile.TemporaryDirectory(prefix="mpdemo-joblib-")
@@ -137,6 +140,8 @@ class Contenders:
             self.pool.join()
         if self.executor is not None:
             self.executor.shutdown(cancel_futures=True)
+        if self.workers is not None:
+            self.workers.close()
         if self.mpire is not None:
             self.mpire.stop_and_join()
         get_reusable_executor().shutdown(wait=True)  # joblib's loky workers live on between calls
@@ -147,7 +152,7 @@ class Contenders:
                 self.client.close()
             self.cluster.close()
             self.client = self.cluster = None
-        self.pool = self.executor = self.mpire = self.joblib_folder = None
+        self.pool = self.executor = self.workers = self.mpire = self.joblib_folder = None
         gc.collect()  # a Pool's and mpire's semaphores (files in /dev/shm) go when they are collected
 
     def __enter__(self) -> Contenders:
@@ -166,7 +171,7 @@ class Contenders:
             Run("joblib", lambda: self.joblib(batch_size=chunksize)(joblib.delayed(func)(item) for item in items)),
             Run("mpire", lambda: self.mpire.map(func, list(items), chunk_size=chunksize, task_timeout=TIMEOUT)),
             Run("chunked_map", lambda: chunked_map(func, items, processes=p, chunksize=chunksize,
-                                                   executor=self.executor)),
+                                                   executor=self.workers)),
         ]
         if self.client is not None:
             runs.append(Run("dask", lambda: chunked_map(func, items, processes=p, chunksize=chunksize,
@@ -184,7 +189,7 @@ class Contenders:
 
 @dataclass
 class Comparison:
-    """What :func:`compare` measured: the best times, the cost of one task, whether results agreed."""
+    """What :func:`measure_contenders` measured: the best times, the cost of one task, whether results agreed."""
 
     processes: int
     rows: int
@@ -278,7 +283,7 @@ class Comparison:
                                 title=f"{self.rows:,} rows, {self.processes} processes, chunksize {self.chunksize:,}")
 
 
-def compare(contenders: Contenders, rows: np.ndarray, *, rounds: int = 3, empty_tasks: int = 200,
+def measure_contenders(contenders: Contenders, rows: np.ndarray, *, rounds: int = 3, empty_tasks: int = 200,
             progress: bool = False) -> Comparison:
     """Time every contender on ``rows`` in alternating rounds (after a warm-up round), then one
     empty task per task in each library; check every result against the serial loop."""
@@ -316,7 +321,7 @@ def report(args: argparse.Namespace) -> int:
     print_setting(args.quick)
     print(f"\n-- the contenders of notebook 07: {sizes.rows:,} rows of {COLUMNS} numbers, row_score per row")
     with Contenders() as contenders:
-        comparison = compare(contenders, rows_of(sizes.rows), rounds=sizes.rounds, empty_tasks=sizes.empty_tasks,
+        comparison = measure_contenders(contenders, comparison_rows(sizes.rows), rounds=sizes.rounds, empty_tasks=sizes.empty_tasks,
                              progress=True)
     print(comparison.table())
     print()

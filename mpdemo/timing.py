@@ -28,17 +28,22 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """The times of repeated runs of one thing, in seconds."""
+    """The times of repeated runs of one thing, in seconds.
+
+    ``cores``: how many cores the run could keep busy, when it is a parallel run of CPU-bound
+    work; :func:`speedup_table` then says so when its speedup is more than those cores can give.
+    """
 
     label: str
     times: tuple[float, ...]
+    cores: int | None = None
 
     @property
     def best(self) -> float:
@@ -48,9 +53,14 @@ class Measurement:
     def median(self) -> float:
         return statistics.median(self.times)
 
+    @property
+    def spread(self) -> float:
+        """The median over the best: 1.0 when every run took the same; 1.3 means 30% of noise."""
+        return self.median / self.best
+
 
 def measure(func: Callable[..., Any], *args: Any, repeats: int = 3, warmup: int = 1,
-            label: str | None = None) -> Measurement:
+            label: str | None = None, cores: int | None = None) -> Measurement:
     """Call ``func(*args)`` ``warmup`` times untimed, then ``repeats`` times timed.
 
     The warm-up pays one-off costs (imports, caches, starting a pool) so they do not pollute
@@ -65,14 +75,16 @@ def measure(func: Callable[..., Any], *args: Any, repeats: int = 3, warmup: int 
         start = time.perf_counter()
         func(*args)
         times.append(time.perf_counter() - start)
-    return Measurement(label or getattr(func, "__name__", "run"), tuple(times))
+    return Measurement(label or getattr(func, "__name__", "run"), tuple(times), cores)
 
 
-def compare(calls: dict[str, Callable[[], Any]], *, rounds: int = 3, warmup: int = 0) -> dict[str, Measurement]:
+def compare(calls: dict[str, Callable[[], Any]], *, rounds: int = 3, warmup: int = 0,
+            cores: dict[str, int] | None = None) -> dict[str, Measurement]:
     """Time several calls in turns: each round calls every one once; keep every time.
 
     Taking turns spreads a busy machine's noise over all of them, where back-to-back repeats
-    of one (as :func:`measure` does) could put a whole burst of noise on that one.
+    of one (as :func:`measure` does) could put a whole burst of noise on that one. ``cores``
+    gives the parallel calls' core counts (see :class:`Measurement`).
     """
     for _ in range(warmup):
         for call in calls.values():
@@ -81,45 +93,84 @@ def compare(calls: dict[str, Callable[[], Any]], *, rounds: int = 3, warmup: int
     for _ in range(rounds):
         for label, call in calls.items():
             times[label] += measure(call, repeats=1, warmup=0).times
-    return {label: Measurement(label, tuple(t)) for label, t in times.items()}
+    cores = cores or {}
+    return {label: Measurement(label, tuple(t), cores.get(label)) for label, t in times.items()}
 
 
 def speedup_table(measurements: Iterable[Measurement], baseline: str | None = None) -> str:
     """A text table of best and median times and each one's speedup over ``baseline``.
 
     ``baseline`` is a label; by default the first measurement. Speedup = baseline's best time
-    divided by this one's best time, so 2.0× means twice as fast and 0.5× twice as slow.
+    divided by this one's best time, so 2.0× means twice as fast and 0.5× twice as slow. A
+    parallel run faster than its cores can make it is marked, with the reason under the table.
     """
     rows = list(measurements)
     base = next(m for m in rows if m.label == baseline) if baseline else rows[0]
     width = max(len(m.label) for m in rows)
     lines = [f"{'':<{width}}  {'best (s)':>9}  {'median (s)':>10}  {'speedup vs ' + base.label:>12}"]
+    notes = []
     for m in rows:
-        lines.append(f"{m.label:<{width}}  {m.best:>9.4f}  {m.median:>10.4f}  {base.best / m.best:>11.2f}×")
-    return "\n".join(lines)
+        speedup = base.best / m.best
+        mark = ""
+        if impossible(speedup, m.cores):
+            mark = " *"
+            notes.append(f"* {m.label}: {beyond_cores(m.cores, base.label)}")
+        lines.append(f"{m.label:<{width}}  {m.best:>9.4f}  {m.median:>10.4f}  {speedup:>11.2f}×{mark}")
+    return "\n".join(lines + notes)
 
 
-def describe_speedup(speedup: float, than: str = "serial") -> str:
+#: Ratios closer to 1 than this are noise on a laptop: "about as fast".
+NOISE = 0.05
+
+
+def impossible(speedup: float, cores: int | None) -> bool:
+    """Whether a parallel run on ``cores`` cores is more than ``cores`` times faster: not its doing."""
+    return cores is not None and speedup > cores * (1 + NOISE)
+
+
+def beyond_cores(cores: int, baseline: str = "serial") -> str:
+    """Why a speedup above ``cores`` is not the pool's doing, in words."""
+    return (f"more than {cores} cores can give, so not the pool's doing: the {baseline} run was slowed (another "
+            "program took a core, the machine was busy) or the parallel run had an advantage of its own (its "
+            "data fit the cores' caches)")
+
+
+def describe_speedup(speedup: float, than: str = "serial", *, cores: int | None = None) -> str:
     """A measured ratio in words: 1.93 → "1.93× faster than serial", 0.8 → "1.25× slower than serial".
 
     Within 5% of 1 it says "about as fast as serial (1.02×)": closer than that is noise here.
+    ``cores``: the cores a parallel run could use; a speedup above them is said to be no pool's doing.
     """
-    if abs(speedup - 1) < 0.05:
-        return f"about as fast as {than} ({speedup:.2f}×)"
-    if speedup > 1:
-        return f"{speedup:.2f}× faster than {than}"
-    return f"{1 / speedup:.2f}× slower than {than}"
+    if abs(speedup - 1) < NOISE:
+        text = f"about as fast as {than} ({speedup:.2f}×)"
+    elif speedup > 1:
+        text = f"{speedup:.2f}× faster than {than}"
+    else:
+        text = f"{1 / speedup:.2f}× slower than {than}"
+    if impossible(speedup, cores):
+        text += f" ({beyond_cores(cores, than)})"
+    return text
 
 
-@dataclass(frozen=True)
-class TaskRecord:
+def versus_best(seconds: float, best: float, what: str = "the sweep's best") -> str:
+    """A time against the best of a set of measurements, in words; a time *below* the best is noise."""
+    ratio = seconds / best
+    if ratio < 1 - NOISE:
+        return (f"{ratio:.2f}× the time of {what}: faster than that best, so the measurements differ by at least "
+                f"{1 - ratio:.0%} from run to run here; within that, they are equal")
+    if ratio <= 1 + NOISE:
+        return f"{ratio:.2f}× the time of {what}: as fast, within the {NOISE:.0%} that is noise"
+    return f"{ratio:.2f}× the time of {what}"
+
+
+class TaskRecord(NamedTuple):
     """What one task did: the worker that ran it, its wall-clock start and end, its item count.
 
-    Two more durations are filled in only where they were measured (``mpdemo.profiling.split_run``
-    does; ``chunked_map`` leaves them at 0, because its pickling happens outside the task):
-    ``pickling``, the part of ``seconds`` the worker spent unpickling the chunk and pickling its
-    results, and ``caller_pickling``, the seconds the caller spent pickling the chunk and
-    unpickling the results.
+    Two more durations, where they were measured (``chunked_map`` and the CSV pipeline measure
+    them when their workers are processes): ``pickling``, the part of ``seconds`` the worker
+    spent unpickling the chunk and pickling its results, and ``caller_pickling``, the seconds
+    the caller spent pickling the chunk and unpickling the results. (A named tuple: it travels
+    back with every task, and a tuple pickles fastest.)
     """
 
     pid: int
@@ -218,6 +269,18 @@ def fit_serial_fraction(processes: list[int], speedups: list[float]) -> float:
     if denominator == 0:
         return 0.0
     return min(1.0, max(0.0, sum(x * y for x, y in zip(xs, ys, strict=True)) / denominator))
+
+
+def fit_confidence(processes: list[int]) -> str:
+    """How much a fit of :func:`fit_serial_fraction` to these process counts can say, in words."""
+    counts = sorted(set(processes) - {1})
+    if not counts:
+        return "nothing to fit: only one process was measured"
+    if len(counts) == 1:
+        return (f"one ratio (1 against {counts[0]} processes) decides the whole curve, and any noise in it moves "
+                "the fraction with it: beyond the measured points the curve is an extrapolation, not a measurement")
+    return (f"fitted to {len(counts)} ratios (up to {counts[-1]} processes); beyond {counts[-1]} the curve is an "
+            "extrapolation")
 
 
 # ── Memory (lessons 03–05: what a queue or a hand-off holds) ─────────────────────────────────────

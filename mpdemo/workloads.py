@@ -157,23 +157,20 @@ def slow_on(row: list[str], order_id: str = "1", seconds: float = 0.5) -> str:
     return row[0]
 
 
-def chunk_worker(tasks, results, loops: int) -> None:
+def chunk_worker(tasks, report, loops: int) -> None:
     """A worker process's whole life in the queue explorer: chunks in, progress reports out.
 
     It says ``"ready"``, then takes ``(rows, payload)`` chunks from ``tasks`` until the ``None``
     sentinel; for each it reports ``"start"``, spends ``loops`` :func:`cpu_bound` iterations on
     each of its ``rows`` (the payload stands for the rows' data and is not read), and reports
-    ``"done"``. Ctrl-C is left to the parent, which stops the worker.
+    ``"done"``. ``report`` is where it says so: a queue's ``put``, or a pipe's ``send``.
     """
-    from mpdemo.guard import ignore_sigint
-
-    ignore_sigint()
-    results.put("ready")
+    report("ready")
     for rows, _payload in iter(tasks.get, None):
-        results.put("start")
+        report("start")
         for _ in range(rows):
             cpu_bound(0, loops)
-        results.put("done")
+        report("done")
 
 
 # --- Lessons 06 (profiling) and 07 (choosing): a row function with a hot spot, then vectorised ---------------
@@ -284,9 +281,9 @@ def add_into_total(total, values, rows: tuple[int, int], lock=None, ready=None) 
     sum, and one addition is lost. Holding ``lock`` around it makes it safe, and serial. ``ready``
     (a ``Barrier``) makes the workers start together, as in a real run.
     """
-    from mpdemo.guard import ignore_sigint
+    from mpdemo.context import worker_setup  # the notebook starts these workers itself
 
-    ignore_sigint()
+    worker_setup()  # ignore Ctrl-C, leave with the parent
     if ready is not None:
         ready.wait(60)
     start, stop = rows

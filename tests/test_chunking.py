@@ -1,17 +1,24 @@
 """mpdemo.chunking: chunked_map's results, errors, dead workers, laziness and chunk sizes."""
 
 import functools
+import gc
+import os
+import re
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import psutil
 import pytest
+from conftest import wait_until
 
-from mpdemo import WorkerDied, WorkerError, chunked_map, default_chunksize, pitfalls, suggest_chunksize, workloads
-from mpdemo.chunking import item_cost, sweep
+from mpdemo import (NotSendable, ProcessPool, WorkerDied, WorkerError, chunked_map, default_chunksize,
+                    suggest_chunksize, workloads)
+from mpdemo.chunking import chunksize_sweep, item_cost
 from mpdemo.data import make_array
-from mpdemo.guard import NotSendable
+from mpdemo.sandbox import run_code
 from mpdemo.timing import Timeline
 
 square = functools.partial(workloads.cpu_bound, loops=3)
@@ -36,11 +43,40 @@ def lock_at_five(x):
     return threading.Lock() if x == 5 else x
 
 
-@pytest.mark.parametrize("items", [
-    list(range(1_000)), range(1_000), tuple(range(1_000)), (x for x in range(1_000)), iter(range(1_000)),
+def exit_at_seven(x):
+    """A row function that calls sys.exit(5) at row 7, as a script's helper might."""
+    if x == 7:
+        sys.exit(5)
+    return x
+
+
+def interrupt_at_seven(x):
+    """A row function that raises KeyboardInterrupt itself at row 7 (no Ctrl-C was pressed)."""
+    if x == 7:
+        raise KeyboardInterrupt("raised by the row function")
+    return x
+
+
+def hard_exit_at_seven(x):
+    """A row function that ends its process with os._exit(3) at row 7: no exception, no traceback."""
+    if x == 7:
+        os._exit(3)
+    return x
+
+
+@pytest.fixture(params=["ProcessPool", "ProcessPoolExecutor"])
+def any_pool(request, pool, executor):
+    """Each kind of process pool chunked_map runs on: mpdemo's own, and the standard library's."""
+    return pool if request.param == "ProcessPool" else executor
+
+
+@pytest.mark.parametrize("make_items", [
+    lambda: list(range(1_000)), lambda: range(1_000), lambda: tuple(range(1_000)), lambda: (x for x in range(1_000)),
+    lambda: iter(range(1_000)),
 ], ids=["list", "range", "tuple", "generator", "iterator"])
-def test_results_equal_a_serial_loop_in_input_order(items, pool):
-    assert chunked_map(square, items, processes=2, chunksize=7, executor=pool) == [square(x) for x in range(1_000)]
+def test_results_equal_a_serial_loop_in_input_order(make_items, any_pool):
+    assert chunked_map(square, make_items(), processes=2, chunksize=7, executor=any_pool) == \
+        [square(x) for x in range(1_000)]
 
 
 def test_numpy_2d_array_gives_rows():
@@ -70,18 +106,24 @@ def test_empty_input_gives_an_empty_list(items):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"processes": 0}, "processes must be a whole number of at least 1, got 0"),
-    ({"chunksize": 0}, "chunksize must be a whole number of at least 1, got 0"),
-    ({"chunksize": "big"}, "chunksize must be a whole number of at least 1, got 'big'"),
-    ({"chunksize": 2.5}, "chunksize must be a whole number of at least 1, got 2.5"),
+    ({"processes": 2.5}, "processes must be a whole number of at least 1, got 2.5"),
+    ({"chunksize": 0}, 'chunksize must be "auto" or a whole number of at least 1, got 0'),
+    ({"chunksize": "big"}, 'chunksize must be "auto" or a whole number of at least 1, got \'big\''),
+    ({"chunksize": 2.5}, 'chunksize must be "auto" or a whole number of at least 1, got 2.5'),
 ])
 def test_bad_settings_raise_value_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         chunked_map(square, range(10), **kwargs)
 
 
-def test_a_failing_item_is_named_and_the_original_error_chained(pool):
+def test_a_0d_array_is_refused_clearly():
+    with pytest.raises(ValueError, match="a 0-dimensional array holds one value and no rows"):
+        chunked_map(abs, np.array(5.0), processes=2)
+
+
+def test_a_failing_item_is_named_and_the_original_error_chained(any_pool):
     with pytest.raises(WorkerError, match="item 13 raised ValueError: cannot process 13") as caught:
-        chunked_map(workloads.fail_on, range(100), processes=2, chunksize=7, executor=pool)
+        chunked_map(workloads.fail_on, range(100), processes=2, chunksize=7, executor=any_pool)
     assert caught.value.index == 13
     original = caught.value.__cause__
     assert isinstance(original, ValueError) and str(original) == "cannot process 13"
@@ -99,6 +141,27 @@ def test_an_unpicklable_exception_still_names_its_item(pool):
         chunked_map(cursed_six, range(4, 10), processes=2, chunksize=2, executor=pool)
 
 
+@pytest.mark.parametrize("func, kind", [(exit_at_seven, "SystemExit"), (interrupt_at_seven, "KeyboardInterrupt")])
+def test_a_function_that_exits_or_interrupts_fails_its_item_and_never_ends_the_caller(func, kind, any_pool):
+    with pytest.raises(WorkerError, match=rf"^item 7 raised {kind}") as caught:
+        chunked_map(func, range(100), processes=2, chunksize=3, executor=any_pool)
+    assert type(caught.value.error).__name__ == kind
+    assert chunked_map(abs, [-1], processes=2, executor=any_pool) == [1]  # and the pool goes on
+
+
+def test_a_function_that_exits_fails_its_item_in_a_thread_pool_too():
+    with ThreadPoolExecutor(2) as threads, pytest.raises(WorkerError, match=r"^item 7 raised SystemExit: 5"):
+        chunked_map(exit_at_seven, range(20), processes=2, chunksize=4, executor=threads)
+
+
+def test_os_exit_in_the_function_is_a_dead_worker_with_no_word_of_a_traceback():
+    with pytest.raises(WorkerDied) as caught:
+        chunked_map(hard_exit_at_seven, range(20), processes=2, chunksize=2)
+    message = str(caught.value)
+    assert re.search(r"pid \d+ exited with code 3 while running its task, without a Python exception", message)
+    assert "(it was running items 6–7)" in message and "traceback" not in message
+
+
 def test_the_pool_survives_a_failing_item(pool):
     with pytest.raises(WorkerError):
         chunked_map(workloads.fail_on, range(50), processes=2, chunksize=5, executor=pool)
@@ -112,9 +175,23 @@ def test_a_killed_worker_raises_within_seconds_instead_of_hanging():
     assert time.monotonic() - start < 10
 
 
-def test_a_killed_worker_is_named_with_its_signal():
-    with pytest.raises(WorkerDied, match=r"pid \d+ was killed by SIGKILL"):
+def test_a_killed_worker_is_named_with_its_signal_and_its_task():
+    with pytest.raises(WorkerDied, match=r"pid \d+ was killed by SIGKILL .*\(it was running items 10–14\)$"):
         chunked_map(workloads.crash_on, range(200), processes=2, chunksize=5)
+
+
+def test_a_killed_worker_is_a_broken_pool_for_standard_library_code():
+    from concurrent.futures.process import BrokenProcessPool
+
+    with pytest.raises(BrokenProcessPool):
+        chunked_map(workloads.crash_on, range(200), processes=2, chunksize=5)
+
+
+def test_a_kept_pool_starts_new_workers_after_one_was_killed():
+    with ProcessPool(2) as pool:
+        with pytest.raises(WorkerDied):
+            chunked_map(workloads.crash_on, range(40), processes=2, chunksize=5, executor=pool)
+        assert chunked_map(square, range(40), processes=2, executor=pool) == [square(x) for x in range(40)]
 
 
 @pytest.mark.timeout(60)  # the old code hung in about half of these calls: a hang fails here
@@ -143,7 +220,7 @@ except mpdemo.NotSendable as error:
 
 def test_a_main_function_under_spawn_names_the_cause_and_the_cure(monkeypatch):
     monkeypatch.setenv("MPDEMO_START_METHOD", "spawn")
-    outcome = pitfalls.run_code(MAIN_FUNCTION, timeout=60)
+    outcome = run_code(MAIN_FUNCTION, timeout=60)
     assert outcome.returncode == 0 and not outcome.timed_out, outcome
     assert outcome.stdout.startswith(
         "the function square is defined in __main__ (a notebook cell or a python -c program), which spawn "
@@ -154,24 +231,47 @@ def test_a_main_function_under_spawn_names_the_cause_and_the_cure(monkeypatch):
 @pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
 def test_a_main_function_under_fork_just_works(monkeypatch):
     monkeypatch.setenv("MPDEMO_START_METHOD", "fork")
-    outcome = pitfalls.run_code(MAIN_FUNCTION, timeout=60)
+    outcome = run_code(MAIN_FUNCTION, timeout=60)
     assert outcome.stdout.strip() == "[0, 1, 4, 9, 16, 25]", outcome
 
 
-def test_an_unpicklable_item_is_named_by_its_index(pool):
+def test_an_unpicklable_item_is_named_by_its_index(any_pool):
     items = [1, 2, 3, threading.Lock(), 5]
     with pytest.raises(NotSendable, match=r"^item 3 cannot be sent to worker processes: TypeError: "
                                           r"cannot pickle '_thread.lock' object\. Send plain data") as caught:
-        chunked_map(abs, items, processes=2, chunksize=2, executor=pool)
+        chunked_map(abs, items, processes=2, chunksize=2, executor=any_pool)
     assert isinstance(caught.value.__cause__, TypeError)
-    assert chunked_map(abs, [-1, -2], processes=2, executor=pool) == [1, 2]  # the pool is unharmed
+    assert chunked_map(abs, [-1, -2], processes=2, executor=any_pool) == [1, 2]  # the pool is unharmed
 
 
-def test_an_unpicklable_result_names_its_chunk(pool):
-    with pytest.raises(NotSendable, match=r"^the results of items 4–7 could not be sent back from the worker: "
+def test_an_unpicklable_result_names_its_item(any_pool):
+    with pytest.raises(NotSendable, match=r"^the result of item 5 cannot be sent back from the worker: "
                                           r".*cannot pickle '_thread.lock' object"):
-        chunked_map(lock_at_five, range(12), processes=2, chunksize=4, executor=pool)
-    assert chunked_map(abs, [-3], processes=2, executor=pool) == [3]
+        chunked_map(lock_at_five, range(12), processes=2, chunksize=4, executor=any_pool)
+    assert chunked_map(abs, [-3], processes=2, executor=any_pool) == [3]
+
+
+def test_each_chunk_is_pickled_once_in_the_caller(monkeypatch, pool):
+    """The pickling that sends a chunk is the check that it can travel: one pickling per chunk."""
+    import pickle
+
+    from mpdemo import guard
+
+    pickled = []
+    real_dumps = pickle.dumps
+    monkeypatch.setattr(guard.pickle, "dumps", lambda obj, *a, **k: pickled.append(obj) or real_dumps(obj, *a, **k))
+    items = [("a", "b")] * 100
+    assert chunked_map(len, items, processes=2, chunksize=10, executor=pool) == [2] * 100
+    chunks = [obj for obj in pickled if isinstance(obj, list)]  # the rest carry those pickles, as bytes
+    assert len(chunks) == 10 and all(len(chunk) == 10 for chunk in chunks)
+    assert all(isinstance(obj[1][2], bytes) for obj in pickled if isinstance(obj, tuple))
+
+
+def test_every_record_says_what_pickling_cost_the_worker_and_the_caller(any_pool):
+    tl = Timeline()
+    chunked_map(len, [("a" * 10,) * 11] * 2_000, processes=2, chunksize=100, executor=any_pool, timeline=tl)
+    assert len(tl.records) == 20
+    assert all(r.pickling > 0 and r.caller_pickling > 0 and r.computing > 0 for r in tl.records)
 
 
 def test_generators_are_read_lazily(pool):
@@ -233,7 +333,7 @@ def test_suggest_chunksize_needs_a_sequence():
 
 
 def test_sweep_times_each_chunksize(pool):
-    results = sweep(square, range(2_000), [1, 50, 500], processes=2, repeats=2, executor=pool)
+    results = chunksize_sweep(square, range(2_000), [1, 50, 500], processes=2, repeats=2, executor=pool)
     assert list(results) == [1, 50, 500]
     assert all(len(m.times) == 2 and m.best > 0 for m in results.values())
     assert results[1].label == "chunksize 1"
@@ -269,21 +369,57 @@ def test_numpy_rows_on_a_process_pool_executor_equal_serial(pool):
         [workloads.row_score(row) for row in rows]
 
 
-@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
-def test_a_fork_pool_older_than_the_main_function_names_the_cause():
-    program = """
+FORK_POOL_TOO_OLD = """
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 import mpdemo
-pool = ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))
-mpdemo.context.start_workers(pool, 2)  # the workers are forked now, before `late` exists
+pool = {pool}
+{warm}  # the workers are forked now, before `late` exists
 def late(x):
     return x
 try:
     mpdemo.chunked_map(late, range(4), processes=2, executor=pool)
-except mpdemo.WorkerDied as error:
+except mpdemo.NotSendable as error:
     print(error)
+pool.shutdown() if hasattr(pool, "shutdown") else pool.close()
 """
-    outcome = pitfalls.run_code(program, timeout=60)
-    assert "late is defined in __main__: fork workers started before it was defined do not have it" \
-        in outcome.stdout, outcome
+
+
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
+@pytest.mark.parametrize("pool, warm", [
+    ('ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("fork"))', "mpdemo.context.start_workers(pool, 2)"),
+    ('mpdemo.ProcessPool(2, method="fork")', "pool.warm()"),
+], ids=["ProcessPoolExecutor", "ProcessPool"])
+def test_a_fork_pool_older_than_the_main_function_names_the_cause(pool, warm):
+    outcome = run_code(FORK_POOL_TOO_OLD.format(pool=pool, warm=warm), timeout=60)
+    assert "the worker could not unpickle its task: AttributeError: Can't get attribute 'late'" in outcome.stdout
+    assert "a fork worker started before it was defined has no copy of it" in outcome.stdout, outcome
+
+
+def test_a_kept_pool_is_reused_across_calls_by_the_same_workers():
+    with ProcessPool(2) as pool:
+        pool.warm()
+        before = sorted(pool.pids())
+        first, second = Timeline(), Timeline()
+        chunked_map(square, range(100), processes=2, chunksize=10, executor=pool, timeline=first)
+        chunked_map(square, range(100), processes=2, chunksize=10, executor=pool, timeline=second)
+        assert set(first.workers()) | set(second.workers()) <= set(before) == set(pool.pids())
+    assert pool.closed and pool.pids() == []
+    with pytest.raises(RuntimeError, match="this ProcessPool is closed"):
+        chunked_map(square, range(10), executor=pool)
+
+
+def test_a_kept_pool_dropped_without_closing_stops_its_workers():
+    pool = ProcessPool(2).warm()
+    pids = pool.pids()
+    del pool
+    gc.collect()
+    assert wait_until(lambda: not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+                                      for pid in pids), 5)
+
+
+def test_large_chunks_go_through_the_sender_threads_in_order(pool):
+    """Chunks far larger than a pipe holds, results as large: never a deadlock, never mixed up."""
+    blocks = [np.full((300_000,), float(i)) for i in range(12)]  # 2.4 MB each
+    results = chunked_map(np.negative, blocks, processes=2, chunksize=1, executor=pool)
+    assert all(np.array_equal(r, -b) for r, b in zip(results, blocks, strict=True))

@@ -18,6 +18,7 @@ naming the item, line or rows, and no process or /dev/shm entry left (the root c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -34,7 +35,9 @@ import psutil
 import pytest
 
 import mpdemo
-from mpdemo import memmap, pitfalls, workloads
+from conftest import wait_until, worker_processes
+from mpdemo import memmap, workloads
+from mpdemo.sandbox import stop_process_group
 
 PROGRAM = """
 import functools, time
@@ -44,18 +47,22 @@ import mpdemo
 from mpdemo import workloads
 
 slow = functools.partial(workloads.io_bound, seconds=10)  # takes 10 s for any item, row or block
-pool = ProcessPoolExecutor(2, mp_context=mpdemo.get_context()) if {passed} else None
+pool = {{"own": None, "ProcessPoolExecutor": ProcessPoolExecutor(2, mp_context=mpdemo.get_context()),
+         "ProcessPool": mpdemo.ProcessPool(2)}}["{pool}"]
 {setup}
 print("running", flush=True)
 try:
     {call}
 except KeyboardInterrupt:
     print("interrupted at", time.time(), flush=True)
-if pool is not None:
+if isinstance(pool, ProcessPoolExecutor):
     try:
         pool.submit(abs, 1)
     except RuntimeError as error:
         print("the passed pool is stopped:", error, flush=True)
+elif pool is not None:
+    print("the passed pool works again:", mpdemo.chunked_map(abs, [-1], executor=pool), flush=True)
+    pool.close()
 print("next call:", {again}, flush=True)
 """
 
@@ -80,23 +87,19 @@ class Call:
 CALLS = {
     "chunked_map": Call("mpdemo.chunked_map(slow, range(8), processes=2, chunksize=1, executor=pool)",
                         again="mpdemo.chunked_map(abs, [-1, -2], processes=2)", expected="[1, 2]"),
-    "stream_csv": Call("list(mpdemo.stream_csv(path, slow, processes=2, chunksize=1))",
+    "stream_csv": Call("list(mpdemo.stream_csv(path, slow, processes=2, chunksize=1, executor=pool))",
                        again="mpdemo.process_csv(path, len, processes=2).results", expected="[6, 6]",
-                       setup="from mpdemo import data; path = data.write_orders_csv('orders.csv', 2)",
-                       takes_pool=False),
+                       setup="from mpdemo import data; path = data.write_orders_csv('orders.csv', 2)"),
     "parallel_apply": Call("mpdemo.parallel_apply(slow, np.zeros((8, 2)), processes=2, blocks=8, executor=pool)",
                            again="[float(x) for x in mpdemo.parallel_apply(np.sum, np.ones((4, 1)), processes=2)]",
                            expected="[2.0, 2.0]"),
     "file_apply": Call("memmap.file_apply(slow, path, processes=2, window_mb=None, executor=pool)",
                        again="[float(x) for x in memmap.file_apply(np.sum, path, processes=2).results]",
                        expected="[0.0, 0.0]", setup="from mpdemo import memmap; path = memmap.write_npy('rows.npy', (8, 2))"),
-    "split_run": Call("profiling.split_run(slow, list(range(8)), processes=2, chunksize=1, executor=pool)",
-                      again="profiling.split_run(abs, [-1, -2], processes=2)[0]", expected="[1, 2]",
-                      setup="from mpdemo import profiling"),
 }
-CASES = [pytest.param(api, passed, id=f"{api}-{'passed pool' if passed else 'own pool'}")
-         for api, call in CALLS.items() for passed in ([False, True] if call.takes_pool else [False])]
-HELPERS = ("resource_tracker", "forkserver")  # multiprocessing's own long-lived helper processes
+POOLS = ("own", "ProcessPoolExecutor", "ProcessPool")
+CASES = [pytest.param(api, pool, id=f"{api}-{pool}") for api, call in CALLS.items()
+         for pool in (POOLS if call.takes_pool else POOLS[:1])]
 
 
 def lines_of(child: subprocess.Popen) -> queue.Queue:
@@ -111,41 +114,19 @@ def lines_of(child: subprocess.Popen) -> queue.Queue:
     return lines
 
 
-def workers_of(pid: int) -> list[psutil.Process]:
-    """The child's worker processes that are still running (under forkserver, the server's children)."""
-    found = []
-    for process in psutil.Process(pid).children(recursive=True):
-        try:
-            helper = process.ppid() == pid and any(h in " ".join(process.cmdline()) for h in HELPERS)
-            if process.status() != psutil.STATUS_ZOMBIE and not helper:
-                found.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
-def wait_for(condition, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-@pytest.mark.parametrize("api, passed", CASES)
+@pytest.mark.parametrize("api, pool", CASES)
 @pytest.mark.parametrize("to_group", [False, True], ids=["caller alone", "process group"])
 @pytest.mark.timeout(120)
-def test_ctrl_c_stops_everything_at_once(api: str, passed: bool, to_group: bool, tmp_path) -> None:
+def test_ctrl_c_stops_everything_at_once(api: str, pool: str, to_group: bool, tmp_path) -> None:
     spec = CALLS[api]
-    code = PROGRAM.format(passed=passed, setup=spec.setup, call=spec.call, again=spec.again)
+    code = PROGRAM.format(pool=pool, setup=spec.setup, call=spec.call, again=spec.again)
     stderr = (tmp_path / "stderr.txt").open("w+")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True,
                              start_new_session=True, cwd=tmp_path, env={**os.environ, "PYTHON_COLORS": "0"})
     lines = lines_of(child)
     try:
         assert lines.get(timeout=60) == "running"
-        assert wait_for(lambda: len(workers_of(child.pid)) >= 2, 60), "the workers did not start"
+        assert wait_until(lambda: len(worker_processes(child.pid)) >= 2, 60), "the workers did not start"
         time.sleep(1.0)  # the workers are inside their 10 s items now
 
         sent = time.time()
@@ -153,19 +134,23 @@ def test_ctrl_c_stops_everything_at_once(api: str, passed: bool, to_group: bool,
         heard = lines.get(timeout=10)
         assert heard.startswith("interrupted at"), heard
         assert float(heard.split()[-1]) - sent < 3, f"KeyboardInterrupt came {float(heard.split()[-1]) - sent:.1f} s late"
-        assert wait_for(lambda: not workers_of(child.pid), 5 - (time.time() - sent)), \
-            f"workers still running 5 s after Ctrl-C: {workers_of(child.pid)}"
+        assert wait_until(lambda: not worker_processes(child.pid), 5 - (time.time() - sent)), \
+            f"workers still running 5 s after Ctrl-C: {worker_processes(child.pid)}"
 
-        if passed:
+        if pool == "ProcessPoolExecutor":
             assert lines.get(timeout=10).startswith("the passed pool is stopped:")
+        elif pool == "ProcessPool":
+            assert lines.get(timeout=60) == "the passed pool works again: [1]"
         assert lines.get(timeout=60) == f"next call: {spec.expected}"
         assert child.wait(timeout=30) == 0
         stderr.seek(0)
         errors = stderr.read()
         assert "leaked" not in errors, errors  # the resource tracker had to clean up after us
+        if pool != "ProcessPoolExecutor":  # mpdemo's own workers ignore Ctrl-C: they print nothing
+            assert "Traceback" not in errors, errors
     finally:
         if child.poll() is None:
-            pitfalls.stop_process_group(child)
+            stop_process_group(child)
         child.wait()
         child.stdout.close()
         stderr.close()
@@ -181,6 +166,11 @@ def test_ctrl_c_stops_everything_at_once(api: str, passed: bool, to_group: bool,
 def lock_for(item):
     """A row or block function whose result cannot be pickled (a lock)."""
     return threading.Lock()
+
+
+def exit_for(item):
+    """A row or block function that calls sys.exit(5), as a script's helper might."""
+    sys.exit(5)
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +203,9 @@ FAILURES = {
         "item": (lambda i: mpdemo.chunked_map(abs, [1, threading.Lock()], processes=2), mpdemo.NotSendable,
                  "item 1 cannot be sent"),
         "result": (lambda i: mpdemo.chunked_map(lock_for, range(4), processes=2), mpdemo.NotSendable,
-                   "could not be sent back"),
+                   r"the result of item \d cannot be sent back"),
+        "exits": (lambda i: mpdemo.chunked_map(exit_for, range(4), processes=2), mpdemo.WorkerError,
+                  r"item \d raised SystemExit: 5"),
     },
     "process_csv": {
         "raises": (lambda i: mpdemo.process_csv(i["csv"], workloads.order_total, processes=2), mpdemo.RowError,
@@ -225,6 +217,8 @@ FAILURES = {
         # "item": the rows are strings from the file, which always travel
         "result": (lambda i: mpdemo.process_csv(i["csv"], lock_for, processes=2), mpdemo.NotSendable,
                    r"line 2 of .*: the row function's result cannot be sent back"),
+        "exits": (lambda i: mpdemo.process_csv(i["csv"], exit_for, processes=2), mpdemo.RowError,
+                  r"line 2 of .*orders.csv: SystemExit: 5"),
     },
     "parallel_apply": {
         "raises": (lambda i: mpdemo.parallel_apply(workloads.fail_on_block, np.arange(1000.0), processes=2),
@@ -236,7 +230,9 @@ FAILURES = {
         "item": (lambda i: mpdemo.parallel_apply(len, np.array([threading.Lock()]), processes=2), TypeError,
                  "cannot be shared"),
         "result": (lambda i: mpdemo.parallel_apply(lock_for, np.arange(10.0), processes=2), mpdemo.NotSendable,
-                   "could not be sent back"),
+                   r"the result of item \d cannot be sent back"),
+        "exits": (lambda i: mpdemo.parallel_apply(exit_for, np.arange(10.0), processes=2), mpdemo.BlockError,
+                  r"rows \d+–\d+ raised SystemExit: 5"),
     },
     "file_apply": {
         "raises": (lambda i: memmap.file_apply(workloads.fail_on_block, i["npy"], processes=2), mpdemo.BlockError,
@@ -247,7 +243,9 @@ FAILURES = {
                      "cannot be sent to worker processes"),
         # "item": workers read the file themselves; only a path and row numbers travel
         "result": (lambda i: memmap.file_apply(lock_for, i["npy"], processes=2), mpdemo.NotSendable,
-                   "could not be sent back"),
+                   "cannot be sent back"),
+        "exits": (lambda i: memmap.file_apply(exit_for, i["npy"], processes=2), mpdemo.BlockError,
+                  r"rows \d+–\d+ raised SystemExit: 5"),
     },
 }
 
@@ -261,3 +259,75 @@ def test_every_api_fails_clearly_and_leaves_nothing(api, failure, inputs):
     with pytest.raises(error, match=message):
         call(inputs)
     assert time.monotonic() - start < 15, "a failure must be reported within moments, not after a timeout"
+
+
+# ── A caller that is killed: its workers leave by themselves ────────────────────────────────
+
+KILLED_CALLER = """
+import functools, time
+from concurrent.futures import ProcessPoolExecutor
+import numpy as np
+import mpdemo
+from mpdemo import context, data, memmap, workloads
+
+slow = functools.partial(workloads.io_bound, seconds=60)
+pools = {{"own": None, "ProcessPoolExecutor": context.process_executor(2), "ProcessPool": mpdemo.ProcessPool(2)}}
+pool = pools["{pool}"]
+{setup}
+print("running", flush=True)
+{call}
+"""
+
+
+@pytest.mark.parametrize("api, pool", CASES)
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.timeout(120)
+def test_workers_leave_within_seconds_when_their_caller_is_killed(api: str, pool: str, how: str, tmp_path) -> None:
+    """No finally and no atexit run in a killed caller: each worker watches its parent itself."""
+    spec = CALLS[api]
+    code = KILLED_CALLER.format(pool=pool, setup=spec.setup, call=spec.call)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, cwd=tmp_path, env={**os.environ, "PYTHON_COLORS": "0"})
+    workers: list[psutil.Process] = []
+    try:
+        assert child.stdout.readline().strip() == "running"
+        assert wait_until(lambda: len(worker_processes(child.pid)) >= 2, 60), "the workers did not start"
+        workers = worker_processes(child.pid)
+        time.sleep(0.5)  # inside their 60 s items now
+        child.send_signal(getattr(signal, how))
+        child.wait(timeout=10)
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        assert not alive, f"workers still running 5 s after their caller was killed: {alive}"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        for worker in workers:  # orphans are nobody's children: the leftover check would miss them
+            with contextlib.suppress(psutil.NoSuchProcess):
+                worker.kill()
+
+
+STARTING = """
+import mpdemo
+print("starting", flush=True)
+mpdemo.chunked_map(abs, range(100_000), processes=2, chunksize=10)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_while_the_workers_are_still_starting_prints_no_worker_traceback():
+    """SIGINT to the whole group while spawn workers still import: only the caller may speak."""
+    for delay in (0.05, 0.15, 0.3):
+        child = subprocess.Popen([sys.executable, "-c", STARTING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, start_new_session=True, env={**os.environ, "PYTHON_COLORS": "0"})
+        try:
+            assert child.stdout.readline().strip() == "starting"
+            time.sleep(delay)
+            os.killpg(child.pid, signal.SIGINT)
+            _, errors = child.communicate(timeout=30)
+        finally:
+            if child.poll() is None:
+                stop_process_group(child)
+            child.wait()
+        assert errors.count("Traceback") <= 1, errors  # the caller's own KeyboardInterrupt, at most
+        assert "multiprocessing/spawn.py" not in errors and "_bootstrap" not in errors, errors

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mpdemo import memmap, workloads
-from mpdemo.shm import BlockError, row_blocks
+from mpdemo.blocks import row_blocks
+from mpdemo.errors import BlockError
 
 
 def fill(start: int, stop: int) -> np.ndarray:

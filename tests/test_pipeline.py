@@ -15,7 +15,6 @@ import functools
 import gc
 import io
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -28,10 +27,11 @@ import pytest
 from tqdm import tqdm
 
 import mpdemo
-from mpdemo import data, pipeline, pitfalls, workloads
-from mpdemo.chunking import CHUNKS_IN_FLIGHT_PER_PROCESS, WorkerDied
-from mpdemo.guard import NotSendable
-from mpdemo.pipeline import RowError, SplitError, byte_ranges, process_csv, records, stream_csv
+from conftest import wait_until, worker_processes
+from mpdemo import FileChanged, NotSendable, RowError, SplitError, WorkerDied, data, pipeline, workloads
+from mpdemo.chunking import CHUNKS_IN_FLIGHT_PER_PROCESS
+from mpdemo.pipeline import CsvJob, CsvSettings, byte_ranges, process_csv, records, stream_csv
+from mpdemo.sandbox import run_code
 from mpdemo.timing import Timeline
 
 FEEDS = ["rows", "ranges"]
@@ -134,11 +134,11 @@ def edge_file(request, tmp_path) -> Path:
 
 def in_process(path: Path, func, feed: str, chunksize: int = 1, header: bool = True) -> list[pipeline.ChunkDone]:
     """The pipeline's reader and worker code, run here one chunk after another, without processes."""
-    run = pipeline.Pipeline(path, func, processes=1, chunksize=chunksize, on_error="skip", ordered=True,
-                            header=header, progress=False, feed=feed, timeline=None)
-    chunks = run._range_chunks() if feed == "ranges" else run._row_chunks()
-    with open(path, "rb") as file:
-        return [pickle.loads(pipeline.run_chunk(func, chunk, file, "skip", str(path))) for chunk, _ in chunks]
+    settings = CsvSettings.checked(path, func, processes=1, chunksize=chunksize, on_error="skip", header=header,
+                                   feed=feed)
+    chunks = pipeline.range_chunks(settings) if feed == "ranges" else pipeline.row_chunks(settings)
+    job = CsvJob(func, str(path), "skip", pickle_results=False)
+    return [pipeline.run_csv_chunk(job, chunk) for chunk in chunks]
 
 
 @pytest.mark.parametrize("feed", FEEDS)
@@ -282,8 +282,8 @@ def test_ragged_rows_are_rejected_by_the_function_with_their_lines(tmp_path):
 def test_a_killed_worker_raises_within_seconds_and_stops_the_others(orders, feed):
     row_50 = serial(orders)[49][1]
     start = time.monotonic()
-    with pytest.raises(WorkerDied, match=r"a worker process died unexpectedly while processing .*orders\.csv "
-                                         r"\(pid \d+ was killed by SIGKILL\); the other workers were stopped"):
+    with pytest.raises(WorkerDied, match=r"a worker process died unexpectedly: pid \d+ was killed by SIGKILL.*"
+                                         r"\(it was running (lines|bytes) [\d,–]+ of .*orders\.csv"):
         process_csv(orders, functools.partial(workloads.crash_on, bad=row_50), processes=2, chunksize=10, feed=feed)
     assert time.monotonic() - start < 10  # and the autouse fixture checks that no worker is left
 
@@ -316,7 +316,7 @@ except mpdemo.NotSendable as error:
 
 def test_a_notebook_function_under_spawn_names_the_cause(orders, monkeypatch):
     monkeypatch.setenv("MPDEMO_START_METHOD", "spawn")
-    outcome = pitfalls.run_code(MAIN_FUNCTION.format(path=str(orders)), timeout=60)
+    outcome = run_code(MAIN_FUNCTION.format(path=str(orders)), timeout=60)
     assert outcome.returncode == 0 and outcome.stdout.startswith("the function total is defined in __main__"), outcome
 
 
@@ -331,7 +331,9 @@ def test_a_missing_file_and_a_directory_raise_at_once(tmp_path):
     ({"on_error": "ignore"}, "on_error must be one of 'raise', 'skip', got 'ignore'"),
     ({"feed": "bytes"}, "feed must be one of 'rows', 'ranges', got 'bytes'"),
     ({"processes": 0}, "processes must be a whole number of at least 1, got 0"),
-    ({"chunksize": -5}, "chunksize must be a whole number of at least 1, got -5"),
+    ({"chunksize": -5}, "chunksize must be None or a whole number of at least 1, got -5"),
+    ({"header": "yes"}, "header must be True or False, got 'yes'"),
+    ({"ordered": 1}, "ordered must be True or False, got 1"),
 ])
 def test_bad_settings_raise_value_error(orders, options, message):
     with pytest.raises(ValueError, match=message):
@@ -348,26 +350,8 @@ def test_more_processes_than_chunks_starts_only_the_workers_needed(tmp_path, fee
     assert len(timeline.records) == 1 and len(timeline.workers()) == 1
 
 
-def pipeline_workers() -> list[psutil.Process]:
-    """This process's pipeline workers that are still running."""
-    found = []
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()) \
-                    and "forkserver" not in " ".join(child.cmdline()[:3]):
-                found.append(child)
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
 def gone_within(seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while pipeline_workers():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    return wait_until(lambda: not worker_processes(), seconds)
 
 
 def leave_by_break(path: Path) -> None:
@@ -398,11 +382,22 @@ def leave_a_with_block(path: Path) -> None:
         next(stream)
 
 
-@pytest.mark.parametrize("leave", [leave_by_break, leave_by_close, leave_by_dropping, leave_a_with_block],
-                         ids=["break", "close", "dropped", "with block"])
+def leave_a_loop_over_a_kept_stream(path: Path) -> None:
+    """The notebook idiom: keep the stream, to read .skipped afterwards; break out of the loop."""
+    stream = stream_csv(path, list, processes=2, chunksize=10, on_error="skip")
+    for _ in stream:
+        break
+    assert gone_within(3), worker_processes()
+    assert stream.rows_read >= 10 and stream.skipped == []  # the counts stay readable
+    assert list(stream) == []
+
+
+@pytest.mark.parametrize("leave", [leave_by_break, leave_by_close, leave_by_dropping, leave_a_with_block,
+                                   leave_a_loop_over_a_kept_stream],
+                         ids=["break", "close", "dropped", "with block", "break, stream kept"])
 def test_stopping_early_stops_every_worker_at_once(orders, leave):
     leave(orders)
-    assert gone_within(3), pipeline_workers()
+    assert gone_within(3), worker_processes()
 
 
 def test_a_slow_consumer_stops_the_reader(orders):
@@ -473,3 +468,121 @@ def test_workers_leave_when_their_parent_is_killed(orders):
         for worker in workers:  # orphans are nobody's children: the leftover check would miss them
             with contextlib.suppress(psutil.NoSuchProcess):
                 worker.kill()
+
+
+# ── Faults found by probing (issue 14) ───────────────────────────────────────────────────────
+
+
+def exit_on_order_5(row: list[str]) -> str:
+    """A row function that calls sys.exit(5) on order 5."""
+    if row[0] == "5":
+        sys.exit(5)
+    return row[0]
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_a_function_that_calls_sys_exit_is_a_row_error_naming_its_line(orders, feed):
+    line_5 = serial(orders)[4][0]
+    with pytest.raises(RowError, match=rf"^line {line_5} of .*orders\.csv: SystemExit: 5$"):
+        process_csv(orders, exit_on_order_5, processes=2, chunksize=3, feed=feed)
+    skip = process_csv(orders, exit_on_order_5, processes=2, chunksize=3, feed=feed, on_error="skip")
+    assert skip.skipped == [(line_5, "SystemExit: 5")] and skip.rows_read == len(skip.results) + 1
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_an_unpicklable_result_under_skip_is_a_skipped_row_and_the_counts_reconcile(orders, feed):
+    line_7 = serial(orders)[6][0]
+    result = process_csv(orders, lock_for_order_7, processes=2, chunksize=4, feed=feed, on_error="skip")
+    assert result.skipped == [(line_7, "NotSendable: the row function's result cannot be sent back from the "
+                                       "worker: TypeError: cannot pickle '_thread.lock' object")]
+    assert result.rows_read == len(result.results) + len(result.skipped) == 3_000
+
+
+SLOW_READER = """
+import functools, os, sys, time
+import mpdemo
+from mpdemo import workloads
+path, feed = sys.argv[1], sys.argv[2]
+slow = functools.partial(workloads.slow_on, order_id="1", seconds=1.5)  # chunk 0 holds everyone up a while
+try:
+    result = mpdemo.process_csv(path, slow, processes=2, chunksize=2_000, feed=feed)
+    print("no error:", len(result.results), "results")
+except mpdemo.FileChanged as error:
+    print("FileChanged:", error)
+"""
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_a_file_cut_short_while_it_is_read_is_an_error_never_fewer_rows(tmp_path, feed):
+    path = data.write_orders_csv(tmp_path / "shrinking.csv", 200_000)
+    child = subprocess.Popen([sys.executable, "-c", SLOW_READER, str(path), feed], stdout=subprocess.PIPE,
+                             text=True, env={**os.environ, "PYTHON_COLORS": "0"})
+    try:
+        time.sleep(0.8)  # reading has begun; the first chunk sleeps
+        os.truncate(path, path.stat().st_size // 2)
+        out, _ = child.communicate(timeout=60)
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert out.startswith("FileChanged: "), out
+    assert "changed size while it was read" in out and "SplitError" not in out
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_a_file_rewritten_in_place_is_an_error(tmp_path, feed):
+    path = data.write_orders_csv(tmp_path / "rewritten.csv", 3_000)
+    stream = stream_csv(path, list, processes=2, chunksize=100, feed=feed)
+    with stream:
+        next(stream)
+        content = path.read_bytes()
+        time.sleep(0.01)
+        path.write_bytes(content.replace(b"Lagos", b"Paris"))  # same size, new content
+        with pytest.raises(FileChanged, match=r"rewritten\.csv was modified while it was read"):
+            list(stream)
+
+
+def test_a_fifo_is_refused_before_anything_starts(tmp_path):
+    fifo = tmp_path / "rows.fifo"
+    os.mkfifo(fifo)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"rows\.fifo is not a regular file .*Save it to a file first"):
+        stream_csv(fifo, list)
+    assert time.monotonic() - start < 5 and not worker_processes()
+
+
+def test_a_gzip_file_is_named_as_compressed(tmp_path):
+    import gzip
+
+    path = tmp_path / "orders.csv.gz"
+    path.write_bytes(gzip.compress(data.write_orders_csv(tmp_path / "o.csv", 10).read_bytes()))
+    with pytest.raises(ValueError, match=r"orders\.csv\.gz is gzip-compressed, not CSV text: decompress it first"):
+        process_csv(path, list)
+
+
+@pytest.mark.parametrize("feed", FEEDS)
+def test_the_pipeline_runs_on_a_kept_pool_and_on_executors(orders, feed, pool, executor):
+    from concurrent.futures import ThreadPoolExecutor
+
+    results, skipped = expected_totals(orders)
+    with ThreadPoolExecutor(2) as threads:
+        for workers in (pool, executor, threads):
+            timeline = Timeline()
+            result = process_csv(orders, workloads.order_total, processes=2, chunksize=200, on_error="skip",
+                                 feed=feed, executor=workers, timeline=timeline)
+            assert (result.results, result.skipped) == (results, skipped), workers
+            assert len(timeline.records) == len(range(0, 3_000, 200)) or feed == "ranges"
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # dask closes its sockets after the test ends
+def test_byte_ranges_on_a_dask_cluster_give_the_same_rows_lines_and_counts(orders):
+    distributed = pytest.importorskip("distributed")
+    results, skipped = expected_totals(orders)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
+        result = process_csv(orders, workloads.order_total, processes=2, chunksize=100, on_error="skip",
+                             feed="ranges", executor=client.get_executor())
+        assert (result.results, result.skipped, result.rows_read) == (results, skipped, 3_000)
+        with pytest.raises(RowError, match=rf"^line {skipped[0][0]} of .*orders\.csv: ValueError"):
+            process_csv(orders, workloads.order_total, processes=2, chunksize=100, feed="ranges",
+                        executor=client.get_executor())

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import mpdemo
-from mpdemo import pitfalls, workloads
+from mpdemo import pitfalls, sandbox, workloads
 
 
 def process_group_is_gone(pid: int) -> bool:
@@ -32,7 +32,7 @@ def semaphores() -> set[str]:
 def test_pool_with_a_notebook_function_hangs_and_is_stopped_with_its_workers():
     before = semaphores()
     code = pitfalls.NOTEBOOK_FUNCTION.format(method="spawn", pool_code=pitfalls.WITH_POOL)
-    outcome = pitfalls.run_code(code, timeout=4)
+    outcome = sandbox.run_code(code, timeout=4)
     assert outcome.timed_out and outcome.returncode is None
     assert "AttributeError: Can't get attribute 'square' on <module '__main__'" in "\n".join(outcome.errors())
     assert str(outcome).startswith("no answer after 4.0 s")
@@ -43,22 +43,22 @@ def test_pool_with_a_notebook_function_hangs_and_is_stopped_with_its_workers():
 def test_executor_with_a_notebook_function_raises_broken_process_pool(monkeypatch):
     monkeypatch.setenv("FORCE_COLOR", "1")  # as in a Jupyter kernel: Python 3.13 would colour tracebacks
     code = pitfalls.NOTEBOOK_FUNCTION.format(method="spawn", pool_code=pitfalls.WITH_EXECUTOR)
-    outcome = pitfalls.run_code(code, timeout=30)
+    outcome = sandbox.run_code(code, timeout=30)
     assert not outcome.timed_out and outcome.returncode == 1
     assert any(e.startswith("concurrent.futures.process.BrokenProcessPool") for e in outcome.errors())
 
 
 def test_a_script_without_main_guard_fails_and_with_it_works():
-    unguarded = pitfalls.run_script(pitfalls.UNGUARDED_SCRIPT, timeout=30)
+    unguarded = sandbox.run_script(pitfalls.UNGUARDED_SCRIPT, timeout=30)
     assert unguarded.returncode == 1
     assert any("An attempt has been made to start a new process before" in e for e in unguarded.errors())
-    guarded = pitfalls.run_script(pitfalls.GUARDED_SCRIPT, timeout=30)
+    guarded = sandbox.run_script(pitfalls.GUARDED_SCRIPT, timeout=30)
     expected = [workloads.cpu_bound(x) for x in range(4)]
     assert guarded.returncode == 0 and guarded.stdout.strip() == str(expected)
 
 
 def test_a_script_on_stdin_cannot_start_spawn_workers():
-    outcome = pitfalls.run_python(["-"], stdin=pitfalls.GUARDED_SCRIPT, timeout=30)
+    outcome = sandbox.run_python(["-"], stdin=pitfalls.GUARDED_SCRIPT, timeout=30)
     assert outcome.returncode == 1
     assert any("<stdin>" in e for e in outcome.errors())
 
@@ -70,7 +70,7 @@ def test_one_row_per_task_is_correct_only_slow():
 
 @pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="fork exists on Linux and macOS only")
 def test_a_notebook_function_works_under_fork():
-    outcome = pitfalls.run_code(pitfalls.NOTEBOOK_FUNCTION.format(method="fork", pool_code=pitfalls.WITH_EXECUTOR),
+    outcome = sandbox.run_code(pitfalls.NOTEBOOK_FUNCTION.format(method="fork", pool_code=pitfalls.WITH_EXECUTOR),
                                 timeout=30)
     assert outcome.returncode == 0 and outcome.stdout.strip() == str([x * x for x in range(8)])
 
@@ -79,25 +79,25 @@ def test_a_notebook_function_works_under_fork():
 
 
 def test_the_broken_pipeline_loses_rows_hangs_and_hides_errors():
-    lost = pitfalls.run_script(pitfalls.BROKEN_PIPELINE, "5000", "numbers", timeout=60)
+    lost = sandbox.run_script(pitfalls.BROKEN_PIPELINE, "5000", "numbers", timeout=60)
     assert lost.returncode == 0 and lost.stdout.strip().endswith("2,000 results from 5,000 rows"), lost
-    hung = pitfalls.run_script(pitfalls.BROKEN_PIPELINE, "20000", "numbers", timeout=8)
+    hung = sandbox.run_script(pitfalls.BROKEN_PIPELINE, "20000", "numbers", timeout=8)
     assert hung.timed_out and hung.stdout.strip().endswith("joining the workers"), hung  # read all it expected
     assert process_group_is_gone(hung.pid)
-    hidden = pitfalls.run_script(pitfalls.BROKEN_PIPELINE, "5000", "strings", timeout=60)
+    hidden = sandbox.run_script(pitfalls.BROKEN_PIPELINE, "5000", "strings", timeout=60)
     assert hidden.returncode == 0 and hidden.stdout.strip().endswith("0 results from 5,000 rows"), hidden
     assert not hidden.errors()
 
 
 def test_each_repair_fixes_its_failure():
-    drained = pitfalls.run_script(pitfalls.DRAINED_PIPELINE, "20000", "numbers", timeout=60)
+    drained = sandbox.run_script(pitfalls.DRAINED_PIPELINE, "20000", "numbers", timeout=60)
     assert drained.returncode == 0 and drained.stdout.strip().endswith("20,000 results from 20,000 rows"), drained
-    checked = pitfalls.run_script(pitfalls.CHECKED_PIPELINE, "5000", "strings", timeout=60)
+    checked = sandbox.run_script(pitfalls.CHECKED_PIPELINE, "5000", "strings", timeout=60)
     [error] = checked.errors()  # the first row of whichever chunk came back first: 1, 1,001, …
     named = re.fullmatch(r"RuntimeError: row ([\d,]+): TypeError: can't multiply sequence by non-int of type 'str'",
                          error)
     assert checked.returncode == 1 and named and int(named.group(1).replace(",", "")) % 1_000 == 1, checked
-    bounded = pitfalls.run_script(pitfalls.BOUNDED_PIPELINE, "20000", "numbers", timeout=60)
+    bounded = sandbox.run_script(pitfalls.BOUNDED_PIPELINE, "20000", "numbers", timeout=60)
     assert bounded.returncode == 0 and bounded.stdout.strip().endswith("20,000 results from 20,000 rows"), bounded
 
 
@@ -111,7 +111,7 @@ def test_edit_refuses_a_change_it_cannot_place():
 def test_shared_memory_mistakes_show_one_by_one_and_the_repairs_end_them():
     """Anti-pattern 3: each stage of lesson 04 fails as the lesson says, and the last one is right."""
     method = mpdemo.start_method()
-    outcomes = {stage: pitfalls.run_script(script, "20001", "2", method, timeout=60)
+    outcomes = {stage: sandbox.run_script(script, "20001", "2", method, timeout=60)
                 for stage, script in pitfalls.SHARED_MEMORY_STAGES.items()}
     broken, imported, views_first, one_owner, all_rows, repaired = outcomes.values()
     assert broken.returncode == 1
@@ -128,6 +128,6 @@ def test_shared_memory_mistakes_show_one_by_one_and_the_repairs_end_them():
 
 
 def test_unregistering_in_a_worker_breaks_the_owners_unlink():
-    outcome = pitfalls.run_script(pitfalls.UNREGISTER_IN_WORKER, mpdemo.start_method(), timeout=60)
+    outcome = sandbox.run_script(pitfalls.UNREGISTER_IN_WORKER, mpdemo.start_method(), timeout=60)
     assert outcome.returncode == 0 and outcome.stdout.startswith("created, attached in a worker, unlinked")
     assert any(error.startswith("KeyError: '/psm_") for error in outcome.errors()), outcome.stderr

@@ -1,13 +1,12 @@
-"""mpdemo.profiling and the lesson-06 row functions: profiles name the hot spot, split_run times its parts."""
-
-import functools
+"""mpdemo.profiling and the lesson-06 row functions: profiles name the hot spot; a timeline times its parts."""
 
 import numpy as np
 import pytest
 from line_profiler import LineProfiler
 
-from mpdemo import WorkerError, chunked_map, profiling, workloads
+from mpdemo import chunked_map, profiling, workloads
 from mpdemo.data import make_array
+from mpdemo.timing import Timeline
 
 ROWS = make_array(40, 60)
 
@@ -40,8 +39,9 @@ def test_line_profiler_names_the_inner_loop():
     assert number > workloads.moving_average.__code__.co_firstlineno
 
 
-def test_split_run_gives_serial_results_and_times_every_part(pool):
-    results, timeline = profiling.split_run(workloads.row_score, ROWS, processes=2, chunksize=7, executor=pool)
+def test_a_timeline_splits_a_parallel_run_into_computing_pickling_and_waiting(pool):
+    timeline = Timeline()
+    results = chunked_map(workloads.row_score, ROWS, processes=2, chunksize=7, executor=pool, timeline=timeline)
     assert results == [workloads.row_score(row) for row in ROWS]
     assert sorted(r.items for r in timeline.records) == [5] + [7] * 5
     for r in timeline.records:
@@ -52,15 +52,3 @@ def test_split_run_gives_serial_results_and_times_every_part(pool):
     for name, part in parts.items():
         if name != "caller":
             assert sum(part.values()) == pytest.approx(timeline.span())
-
-
-def test_split_run_starts_its_own_pool_and_takes_any_sequence():
-    items = list(range(30))
-    square = functools.partial(workloads.cpu_bound, loops=3)
-    results, timeline = profiling.split_run(square, items, processes=2)
-    assert results == chunked_map(square, items, processes=2) and len(timeline.records) == 8
-
-
-def test_split_run_names_the_failing_item(pool):
-    with pytest.raises(WorkerError, match="item 13 raised ValueError: cannot process 13"):
-        profiling.split_run(workloads.fail_on, list(range(30)), processes=2, chunksize=4, executor=pool)

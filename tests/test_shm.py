@@ -20,7 +20,10 @@ import numpy as np
 import pytest
 
 from mpdemo import pitfalls, shm, workloads
-from mpdemo.shm import BlockError, SharedArray, parallel_apply, row_blocks
+from mpdemo.blocks import row_blocks
+from mpdemo.errors import BlockError
+from mpdemo.sandbox import run_script
+from mpdemo.shm import SharedArray, parallel_apply
 
 SHM = Path("/dev/shm")
 linux_only = pytest.mark.skipif(not SHM.is_dir(), reason="reads /dev/shm (Linux)")
@@ -98,16 +101,16 @@ def test_pickling_sends_a_handle_not_the_data():
         assert shared.array[0, 0] == 42.0
 
 
-def test_a_spawned_worker_writes_into_the_callers_array(pool):
+def test_a_spawned_worker_writes_into_the_callers_array(executor):
     with SharedArray.create((4, 5)) as shared:
-        worker = pool.submit(fill_with, shared, 7.0).result(timeout=60)
+        worker = executor.submit(fill_with, shared, 7.0).result(timeout=60)
         assert worker != os.getpid()
         assert (shared.array == 7.0).all()
 
 
-def test_shape_and_dtype_travel_in_the_handle_not_in_the_blocks_size(pool):
+def test_shape_and_dtype_travel_in_the_handle_not_in_the_blocks_size(executor):
     with SharedArray.create(3, np.float32) as shared:  # 12 bytes; the mapping is a whole page
-        assert pool.submit(shape_and_dtype, shared).result(timeout=60) == ((3,), "float32", False)
+        assert executor.submit(shape_and_dtype, shared).result(timeout=60) == ((3,), "float32", False)
 
 
 def test_closing_with_a_live_view_keeps_the_view_valid_and_removes_the_name():
@@ -186,7 +189,7 @@ if __name__ == "__main__":
 
 def test_the_resource_tracker_has_nothing_to_say():
     """No "leaked shared_memory" warning, no KeyError traceback, no ignored exception: stderr is empty."""
-    outcome = pitfalls.run_script(LIFECYCLE, timeout=120)
+    outcome = run_script(LIFECYCLE, timeout=120)
     assert outcome.returncode == 0, outcome.stderr
     assert outcome.stdout.strip() == "sums: True kept: 499500.0"
     assert outcome.stderr == ""
@@ -197,10 +200,10 @@ def test_a_process_with_its_own_tracker_removes_a_plain_attach_but_not_a_handle(
     """CPython gh-82300, which notebook 04 shows: a plain attach in an unrelated process unlinks the
     block when that process exits; our attach does not register, so the block survives."""
     with SharedArray.create(10) as shared:
-        ours = pitfalls.run_script(pitfalls.ATTACH_ELSEWHERE, "handle", shared.name, timeout=60)
+        ours = run_script(pitfalls.ATTACH_ELSEWHERE, "handle", shared.name, timeout=60)
         assert ours.returncode == 0 and ours.stderr == ""
         assert shm.exists(shared.name)
-        plain = pitfalls.run_script(pitfalls.ATTACH_ELSEWHERE, "plain", shared.name, timeout=60)
+        plain = run_script(pitfalls.ATTACH_ELSEWHERE, "plain", shared.name, timeout=60)
         assert plain.returncode == 0 and "leaked shared_memory" in plain.stderr
         assert not shm.exists(shared.name)  # gone from under its owner, which still maps it
         assert shared.array.shape == (10,)

@@ -48,7 +48,7 @@ def contenders():
 
 
 def test_every_contender_gives_the_serial_results(contenders):
-    comparison = strategies.compare(contenders, strategies.rows_of(120), rounds=1, empty_tasks=20)
+    comparison = strategies.measure_contenders(contenders, strategies.comparison_rows(120), rounds=1, empty_tasks=20)
     assert tuple(comparison.times) == CONTENDERS
     assert comparison.equal == {label: True for label in CONTENDERS[1:]}
     assert set(comparison.per_task) == LIBRARIES and all(s > 0 for s in comparison.per_task.values())

@@ -102,3 +102,33 @@ def test_breakdown_splits_every_process_into_computing_pickling_and_waiting():
         "pid 8": {"computing": 0.75, "pickling": 0.25, "waiting": 3.0},
         "caller": {"computing": 0.0, "pickling": 0.5, "waiting": 3.5},
     }
+
+
+def test_a_speedup_above_the_cores_is_said_to_be_no_pools_doing():
+    assert describe_speedup(1.9, cores=2) == "1.90× faster than serial"
+    text = describe_speedup(2.2, cores=2)
+    assert text.startswith("2.20× faster than serial (more than 2 cores can give, so not the pool's doing")
+    assert "not the pool's doing" not in describe_speedup(12.0)  # without cores (threads waiting): no judgement
+
+
+def test_speedup_table_marks_an_impossible_row_and_says_why():
+    rows = [Measurement("serial", (2.2,)), Measurement("2 processes", (1.0,), cores=2),
+            Measurement("NumPy", (0.1,))]
+    table = speedup_table(rows)
+    assert "2.20× *" in table and "22.00×" in table and "22.00× *" not in table
+    assert table.splitlines()[-1].startswith("* 2 processes: more than 2 cores can give")
+
+
+def test_a_time_below_the_best_is_called_noise():
+    from mpdemo.timing import versus_best
+
+    assert versus_best(0.93, 1.0).startswith("0.93× the time of the sweep's best: faster than that best")
+    assert "within the 5%" in versus_best(1.03, 1.0)
+    assert versus_best(1.5, 1.0) == "1.50× the time of the sweep's best"
+
+
+def test_a_fit_to_one_ratio_says_it_is_an_extrapolation():
+    from mpdemo.timing import fit_confidence
+
+    assert fit_confidence([1, 2]).startswith("one ratio (1 against 2 processes) decides the whole curve")
+    assert fit_confidence([1, 2, 4, 8]).startswith("fitted to 3 ratios (up to 8 processes)")

@@ -5,14 +5,14 @@ from dataclasses import replace
 import pytest
 from matplotlib.figure import Figure
 
-from mpdemo import context, plots, widgets
+from mpdemo import context, experiments, plots, widgets
 from mpdemo.timing import Measurement, TaskRecord, Timeline
 
 PNG_MAGIC = b"\x89PNG"
 
 
 def test_explore_runs_serial_and_parallel_and_agrees():
-    run = widgets.explore(processes=2, chunksize=8, cost_us=30, rows=300)
+    run = experiments.chunking_experiment(processes=2, chunksize=8, cost_us=30, rows=300)
     assert run.same_results
     assert run.serial_seconds > 0 and run.parallel_seconds > 0
     assert run.speedup == pytest.approx(run.serial_seconds / run.parallel_seconds)
@@ -22,9 +22,9 @@ def test_explore_runs_serial_and_parallel_and_agrees():
 
 def test_describe_reports_times_speedup_and_agreement():
     tl = Timeline(began=0.0, records=[TaskRecord(1, 0.0, 1.0, 10)])
-    run = widgets.ExplorerRun(2, 8, 30, 10, serial_seconds=2.0, parallel_seconds=1.0, timeline=tl,
+    run = experiments.ChunkingRun(2, 8, 30, 10, serial_seconds=2.0, parallel_seconds=1.0, timeline=tl,
                               same_results=True)
-    text = widgets.describe(run)
+    text = experiments.describe_chunking(run)
     assert "serial <b>2.000 s</b>" in text and "2 processes <b>1.000 s</b>" in text
     assert "speedup <b>2.00×</b> (faster)" in text
     assert "results equal serial: True" in text
@@ -58,7 +58,7 @@ def test_a_failing_run_says_so_in_the_readout(monkeypatch):
     def broken(*args):
         raise RuntimeError("no cores left")
 
-    monkeypatch.setattr(widgets, "explore", broken)
+    monkeypatch.setattr(experiments, "chunking_experiment", broken)
     explorer = widgets.chunking_explorer()
     explorer.run_button.click()
     assert explorer.readout.value == "<b>run failed</b>: RuntimeError: no cores left"
@@ -101,26 +101,26 @@ def test_timeline_draws_one_bar_per_task_and_one_row_per_worker():
 
 
 def test_a_fast_reader_fills_a_bounded_queue_and_waits_an_unbounded_one_holds_everything():
-    bounded = widgets.queue_explore(workers=1, bound=2, cost_us=300, reader_us=1, rows=1_000)
-    unbounded = widgets.queue_explore(workers=1, bound=0, cost_us=300, reader_us=1, rows=1_000)
+    bounded = experiments.queue_experiment(workers=1, bound=2, cost_us=300, reader_us=1, rows=1_000)
+    unbounded = experiments.queue_experiment(workers=1, bound=0, cost_us=300, reader_us=1, rows=1_000)
     for run in (bounded, unbounded):
         assert run.rows_done == 1_000 and run.throughput == pytest.approx(1_000 / run.seconds)
         assert run.samples and all(s.sent >= s.started >= s.done for s in run.samples)
     assert bounded.reader_waited > 0.5 * bounded.seconds  # backpressure: the reader spent the run waiting
     assert 2 <= bounded.deepest() <= 3  # the bound, and the moment before a worker's "start" arrives
     assert unbounded.reader_waited < 0.1 and unbounded.deepest() >= 15  # 20 chunks, queued at once
-    chunk_mb = widgets.CHUNK_BYTES / 2**20
+    chunk_mb = experiments.CHUNK_BYTES / 2**20
     assert unbounded.memory_growth_mb() > 10 * chunk_mb > bounded.memory_growth_mb()
 
 
 def test_describe_queue_reports_throughput_bound_and_waiting():
-    samples = [widgets.QueueSample(0.0, 0, 0, 0, 100.0), widgets.QueueSample(0.5, 4, 1, 0, 104.0)]
-    run = widgets.QueueRun(2, 4, 300, 10, rows=1_000, seconds=2.0, reader_waited=1.5, samples=samples,
+    samples = [experiments.QueueSample(0.0, 0, 0, 0, 100.0), experiments.QueueSample(0.5, 4, 1, 0, 104.0)]
+    run = experiments.QueueRun(2, 4, 300, 10, rows=1_000, seconds=2.0, reader_waited=1.5, samples=samples,
                            rows_done=1_000)
-    text = widgets.describe_queue(run)
+    text = experiments.describe_queue(run)
     assert "1,000 of 1,000 rows done in <b>2.00 s</b>: <b>500 rows/s</b> · queue bound <b>4 chunks</b>" in text
     assert "deepest queue 3 chunks" in text and "for 1.50 s (75% of the run)" in text and "+4 MB" in text
-    assert "queue bound <b>unbounded</b>" in widgets.describe_queue(replace(run, bound=0))
+    assert "queue bound <b>unbounded</b>" in experiments.describe_queue(replace(run, bound=0))
 
 
 def test_queue_explorer_run_button_shows_readout_and_plot():
@@ -132,7 +132,8 @@ def test_queue_explorer_run_button_shows_readout_and_plot():
     readout = explorer.readout.value
     assert "2,000 of 2,000 rows done" in readout and "queue bound <b>8 chunks</b>" in readout
     assert bytes(explorer.picture.value).startswith(PNG_MAGIC)
-    figure = plots.queue_depth(widgets.QueueRun(1, 8, 1, 1, 10, 1.0, 0.0, [widgets.QueueSample(0, 1, 1, 0, 50.0)], 10))
+    sample = experiments.QueueSample(0, 1, 1, 0, 50.0)
+    figure = plots.queue_depth(experiments.QueueRun(1, 8, 1, 1, 10, 1.0, 0.0, [sample], 10))
     assert legend_texts(figure)[:3] == ["waiting in the queue", "being worked on", "queue bound (8)"]
 
 
@@ -140,7 +141,7 @@ def test_queue_explorer_run_button_shows_readout_and_plot():
 
 
 def test_shm_explore_hands_the_array_over_both_ways_and_pickling_costs_memory():
-    run = widgets.shm_explore(32, processes=2)
+    run = experiments.handoff_experiment(32, processes=2)
     assert run.same_results and run.processes == 2 and run.size_mb == pytest.approx(32, rel=0.01)
     assert run.pickled_seconds > 0 and run.shared_seconds > 0
     assert run.ratio == pytest.approx(run.pickled_seconds / run.shared_seconds)
@@ -148,13 +149,13 @@ def test_shm_explore_hands_the_array_over_both_ways_and_pickling_costs_memory():
 
 
 def test_shm_explore_checks_any_block_function_against_serial():
-    assert widgets.shm_explore(1, processes=2, func=len).same_results
+    assert experiments.handoff_experiment(1, processes=2, func=len).same_results
 
 
 def test_describe_handoff_reports_both_ways_and_the_ratio():
-    run = widgets.HandoffRun(64, 2, pickled_seconds=0.5, shared_seconds=0.01, pickled_extra_mb=96,
+    run = experiments.HandoffRun(64, 2, pickled_seconds=0.5, shared_seconds=0.01, pickled_extra_mb=96,
                              shared_extra_mb=0.4, same_results=True)
-    text = widgets.describe_handoff(run)
+    text = experiments.describe_handoff(run)
     assert "64 MB to 2 workers · pickled <b>0.500 s</b>, peak +96 MB" in text
     assert "shared <b>0.0100 s</b>, peak +0 MB" in text
     assert "shared memory was <b>50.00× faster than pickling</b>" in text and "results equal serial: True" in text
@@ -172,7 +173,7 @@ def test_shm_explorer_run_button_shows_readout_and_plot():
 
 
 def test_handoff_figures_draw_both_ways():
-    runs = [widgets.HandoffRun(size, 2, 0.01 * size, 0.001, 2.0 * size, 0.0, True) for size in (1, 4, 16)]
+    runs = [experiments.HandoffRun(size, 2, 0.01 * size, 0.001, 2.0 * size, 0.0, True) for size in (1, 4, 16)]
     single = plots.handoff(runs[-1])
     assert [t.get_text() for t in single.axes[0].get_yticklabels()] == ["pickled", "shared"]
     sweep = plots.handoff_sweep(runs)
