@@ -1,8 +1,8 @@
 # The README's two commands. Both create .venv on first use and reuse it afterwards;
 # the environment is reinstalled only when pyproject.toml changes.
-#   make lab    open the course in JupyterLab
+#   make lab    open the course in JupyterLab (installs the `notebooks` extra)
 #   make test   unit tests + every notebook (nbval) + the browser test under spawn; unit tests and
-#               notebooks under fork; notebooks under forkserver
+#               notebooks under fork; notebooks under forkserver (installs the `test` extra)
 # Another interpreter gets a venv of its own beside .venv, e.g.
 #   make test PYTHON=python3.13         (.venv-python3.13)
 
@@ -16,16 +16,18 @@ NBVAL := --nbval-lax --nbval-current-env --nbval-cell-timeout=120
 
 .PHONY: lab test
 
-$(VENV)/.installed: pyproject.toml
+# One stamp file per extra, so that `make test` after `make lab` installs what the tests add:
+# $(VENV)/.installed-notebooks for lab, $(VENV)/.installed-test for test ($* is the extra).
+$(VENV)/.installed-%: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -e ".[$*]"
 	touch $@
 
-lab: $(VENV)/.installed
+lab: $(VENV)/.installed-notebooks
 	$(BIN)/jupyter lab $(ALLOW_ROOT) notebooks/00_start_here.ipynb
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	MPDEMO_SIZE=small MPDEMO_START_METHOD=spawn $(BIN)/python -m pytest $(NBVAL) tests notebooks
 	MPDEMO_SIZE=small MPDEMO_START_METHOD=fork $(BIN)/python -m pytest $(NBVAL) -m "not browser" tests notebooks
 	MPDEMO_SIZE=small MPDEMO_START_METHOD=forkserver $(BIN)/python -m pytest $(NBVAL) notebooks
