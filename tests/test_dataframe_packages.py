@@ -41,7 +41,7 @@ def test_polars_reads_the_file(parquet: Path):
 
 def test_duckdb_queries_the_file(parquet: Path):
     assert duckdb.sql("select 1").fetchall() == [(1,)]
-    assert duckdb.sql(f"select sum(value) from '{parquet.as_posix()}'").fetchone() == (TOTAL,)
+    assert duckdb.sql(f"select sum(value) from '{parquet.as_posix()}'").fetchall() == [(TOTAL,)]
 
 
 def test_dask_reads_the_file(parquet: Path):
