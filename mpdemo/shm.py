@@ -261,7 +261,8 @@ def checked_layout(shape: int | tuple[int, ...], dtype: Any) -> tuple[tuple[int,
     if dtype.hasobject:
         raise TypeError(f"a {dtype} array holds pointers into one process's memory: it cannot be shared")
     if dtype.itemsize == 0:
-        raise ValueError(f"dtype {dtype} has items of 0 bytes: give it a size (such as 'S10' or 'V8')")
+        raise ValueError(f"dtype {dtype.str.lstrip('|<>=')} has items of 0 bytes: give it a size (such as 'S10' or "
+                         "'V8')")
     return shape, dtype
 
 
