@@ -151,19 +151,25 @@ def time_split(tl: Timeline, *, title: str = "", ax: Axes | None = None) -> Figu
 
 def contenders(times: Sequence[Measurement], per_task: dict[str, float], *, title: str = "") -> Figure:
     """Two panels: each contender's best time (labelled with its speedup over the first), and the
-    cost of one task at chunk size 1 for those that run tasks, on a log scale."""
+    cost of one task at chunk size 1 of each library, beside the library's first row (log scale).
+
+    A contender's library is its label up to the first comma (``"Pool, blocks"``: ``Pool``).
+    """
     figure = Figure(figsize=(10, 0.8 + 0.45 * len(times)), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=(3, 2))
     bars(times, title=title, ax=left)
-    rows = [(y, per_task[m.label] * 1e6) for y, m in enumerate(times) if m.label in per_task]
-    right.barh([y for y, _ in rows], [us for _, us in rows], color="tab:orange")
-    for y, us in rows:
-        right.annotate(f" {us:,.0f}", (us, y), va="center", fontsize=8)
+    first_rows = {}
+    for y, m in enumerate(times):
+        first_rows.setdefault(m.label.split(",")[0], y)
+    rows = [(y, per_task[lib] * 1e6, lib) for lib, y in first_rows.items() if lib in per_task]
+    right.barh([y for y, _, _ in rows], [us for _, us, _ in rows], color="tab:orange")
+    for y, us, lib in rows:
+        right.annotate(f" {us:,.0f} ({lib})", (us, y), va="center", fontsize=8)
     right.set_ylim(left.get_ylim())  # the same rows as the left panel (no task: no bar)
     right.set_yticks(range(len(times)), [""] * len(times))
     right.set_xscale("log")
-    right.set_xlim(right=max((us for _, us in rows), default=1.0) * 10)
-    right.set_xlabel("one task at chunk size 1 (µs, log scale)")
+    right.set_xlim(right=max((us for _, us, _ in rows), default=1.0) * 30)
+    right.set_xlabel("one task at chunk size 1, per library (µs, log scale)")
     return figure
 
 
