@@ -32,7 +32,7 @@ lab: $(VENV)/.installed-notebooks
 
 test: $(VENV)/.installed-test
 	MPDEMO_SIZE=small MPDEMO_START_METHOD=spawn $(BIN)/python -m pytest $(NBVAL) tests notebooks
-	MPDEMO_SIZE=small MPDEMO_START_METHOD=fork $(BIN)/python -m pytest $(NBVAL) -m "not browser" tests notebooks
+	MPDEMO_SIZE=small MPDEMO_START_METHOD=fork $(BIN)/python -m pytest $(NBVAL) -m "not browser and not container" tests notebooks
 	MPDEMO_SIZE=small MPDEMO_START_METHOD=forkserver $(BIN)/python -m pytest $(NBVAL) notebooks
 
 # Made afresh (--clear) whenever pyproject.toml changes, so nothing newer is left over.
@@ -46,4 +46,4 @@ $(MINIMUM)/.installed: pyproject.toml tools/lowest_versions.py
 	touch $@
 
 test-minimum: $(MINIMUM)/.installed
-	MPDEMO_SIZE=small MPDEMO_START_METHOD=spawn $(MINIMUM)/bin/python -m pytest $(NBVAL) -m "not browser" tests notebooks
+	MPDEMO_SIZE=small MPDEMO_START_METHOD=spawn $(MINIMUM)/bin/python -m pytest $(NBVAL) -m "not browser and not container" tests notebooks

@@ -53,7 +53,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import mpdemo
-from mpdemo import workloads
+from mpdemo import context, workloads
 from mpdemo.bench import Figure, Run, all_equal, arguments, at_least, at_most, below, finish, in_turns
 from mpdemo.chunking import chunksize_sweep, default_chunksize, suggest_chunksize
 from mpdemo.context import start_workers
@@ -91,7 +91,7 @@ def row_function(cost_us: float) -> Callable[[int], int]:
     return functools.partial(workloads.cpu_bound, loops=workloads.loops_for(cost_us))
 
 
-def processes_and_threads(func: Callable, items: list, pool: Executor, processes: int,
+def processes_and_threads(func: Callable, items: list, pool: mpdemo.ProcessPool, processes: int,
                           rounds: int) -> tuple[list[Figure], Run, Measurement]:
     """Figures 1 and 2: serial, processes (warm and cold pool) and threads on the same rows."""
     serial = Run("serial", lambda: [func(x) for x in items])
@@ -158,8 +158,8 @@ def auto_vs_sweep(func: Callable, items: list, pool: Executor, processes: int, r
     ]
 
 
-def libraries(func: Callable, items: list, pool: ProcessPoolExecutor, processes: int, reference: list,
-              rounds: int, serial: Measurement) -> Figure:
+def libraries(func: Callable, items: list, pool: mpdemo.ProcessPool, executor: ProcessPoolExecutor,
+              processes: int, reference: list, rounds: int, serial: Measurement) -> Figure:
     """Figure 5: chunked_map, Pool.map, ProcessPoolExecutor.map and joblib on the same warm workers."""
     import joblib  # here, not at the top: spawned workers re-import this file and never need it
     from joblib.externals.loky import get_reusable_executor
@@ -175,8 +175,8 @@ def libraries(func: Callable, items: list, pool: ProcessPoolExecutor, processes:
                 Run("chunked_map", lambda: mpdemo.chunked_map(func, items, processes=processes,
                                                               executor=pool)),
                 Run("Pool.map", lambda: mp_pool.map_async(func, items, chunksize=chunksize).get(TIMEOUT)),
-                Run("ProcessPoolExecutor.map", lambda: list(pool.map(func, items, chunksize=chunksize,
-                                                                     timeout=TIMEOUT))),
+                Run("ProcessPoolExecutor.map", lambda: list(executor.map(func, items, chunksize=chunksize,
+                                                                         timeout=TIMEOUT))),
                 Run("joblib (loky)", lambda: parallel(joblib.delayed(func)(x) for x in items)),
                 Run("joblib, batch_size=chunksize", lambda: batched(joblib.delayed(func)(x) for x in items)),
                 Run("mpire", lambda: mpire_pool.map(func, items, chunk_size=chunksize, task_timeout=TIMEOUT)),
@@ -200,8 +200,9 @@ def run_figures(sizes: Sizes, processes: int) -> list[Figure]:
     heavy, light = row_function(HEAVY_COST_US), row_function(LIGHT_COST_US)
     heavy_rows, light_rows = list(range(sizes.heavy_rows)), list(range(sizes.light_rows))
     light_reference = [light(x) for x in light_rows]
-    with ProcessPoolExecutor(max_workers=processes, mp_context=mpdemo.get_context()) as pool:
-        start_workers(pool, processes)
+    with mpdemo.ProcessPool(processes) as pool, context.process_executor(processes) as executor:
+        pool.warm()
+        start_workers(executor, processes)
         print("\n-- figures 1 and 2: processes and threads vs serial")
         figures, serial, serial_time = processes_and_threads(heavy, heavy_rows, pool, processes, sizes.rounds)
         print("\n-- figure 3: chunksize auto vs 1")
@@ -209,7 +210,7 @@ def run_figures(sizes: Sizes, processes: int) -> list[Figure]:
         print("\n-- figure 4: auto vs a chunksize sweep")
         figures += auto_vs_sweep(light, light_rows, pool, processes, light_reference, sizes.close_rounds)
         print("\n-- figure 5: chunked_map vs Pool.map, ProcessPoolExecutor.map, joblib, mpire")
-        figures.append(libraries(heavy, heavy_rows, pool, processes, serial.result, sizes.close_rounds,
+        figures.append(libraries(heavy, heavy_rows, pool, executor, processes, serial.result, sizes.close_rounds,
                                  serial_time))
     return figures
 

@@ -261,7 +261,8 @@ def checked_layout(shape: int | tuple[int, ...], dtype: Any) -> tuple[tuple[int,
     if dtype.hasobject:
         raise TypeError(f"a {dtype} array holds pointers into one process's memory: it cannot be shared")
     if dtype.itemsize == 0:
-        raise ValueError(f"dtype {dtype} has items of 0 bytes: give it a size (such as 'S10' or 'V8')")
+        raise ValueError(f"dtype {dtype.str.lstrip('|<>=')} has items of 0 bytes: give it a size (such as 'S10' or "
+                         "'V8')")
     return shape, dtype
 
 
@@ -342,7 +343,7 @@ def parallel_apply(func: Callable[[np.ndarray], Any], array: SharedArray | np.nd
     Ctrl-C and anything that cannot be pickled behave as in ``chunked_map``; the blocks are
     unlinked whatever happens.
     """
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     if blocks is not None:
         require_whole("blocks", blocks)
     if out is not None and not isinstance(out, SharedArray):

@@ -133,6 +133,22 @@ def crash_on(x: int, bad: int = 13) -> int:
     return x
 
 
+def fill_block(name: str) -> int:
+    """Write into every byte of the shared-memory block ``name`` (made with plain ``SharedMemory``).
+
+    A block is a sparse file in ``/dev/shm``: writing past what ``/dev/shm`` has free kills the
+    writer with SIGBUS. This is how a too-small ``/dev/shm`` looks from a worker.
+    """
+    from multiprocessing import shared_memory
+
+    block = shared_memory.SharedMemory(name)
+    try:
+        np.frombuffer(block.buf, np.uint8)[:] = 1
+        return block.size
+    finally:
+        block.close()
+
+
 def crash_on_block(block: np.ndarray, bad: float = 500.0) -> float:
     """:func:`crash_on` for blocks: the sum of a block, but SIGKILL this worker if it holds ``bad``."""
     if (block == bad).any():

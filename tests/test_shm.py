@@ -299,3 +299,82 @@ def test_a_block_removed_meanwhile_is_named_not_a_dead_worker(pool):
     shared.close()
     with pytest.raises(BlockError, match="no shared-memory block is called"):
         parallel_apply(np.sum, handle, processes=2, executor=pool)
+
+
+# ── Bad shapes, a small /dev/shm, bad settings (issue 14) ────────────────────────────────────
+
+
+@pytest.mark.parametrize("shape, dtype, message", [
+    ((-1,), "f8", r"shape \(-1,\) must be whole numbers of at least 0"),
+    ((2, -3), "f8", r"shape \(2, -3\) must be whole numbers of at least 0"),
+    ((2.5,), "f8", r"shape \(2.5,\) must be whole numbers"),
+    ((4,), "V0", r"dtype V0 has items of 0 bytes"),
+    ((4,), object, r"holds pointers into one process's memory"),
+])
+def test_a_bad_shape_or_dtype_is_refused_before_any_block_is_made(shape, dtype, message):
+    before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    with pytest.raises((ValueError, TypeError), match=message):
+        SharedArray.create(shape, dtype)
+    after = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    assert not {name for name in after - before if name.startswith("psm_")}
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"processes": 2.5}, "processes must be a whole number of at least 1, got 2.5"),
+    ({"blocks": 0}, "blocks must be a whole number of at least 1, got 0"),
+])
+def test_parallel_apply_refuses_bad_settings_as_chunked_map_does(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        parallel_apply(np.sum, np.ones((4, 2)), **kwargs)
+
+
+SMALL_SHM = """
+import numpy as np
+import mpdemo
+from mpdemo import workloads
+from multiprocessing import shared_memory
+
+
+def main():
+    for what, make in [("create", lambda: mpdemo.SharedArray.create((2**25,), "f8")),
+                       ("from_array", lambda: mpdemo.SharedArray.from_array(np.ones(2**25))),
+                       ("parallel_apply", lambda: mpdemo.parallel_apply(np.sum, np.ones((2**22, 8)), processes=2)),
+                       ("80 TB", lambda: mpdemo.SharedArray.create((10 * 2**40,), "f8"))]:
+        try:
+            make()
+            print(what, "no error")
+        except mpdemo.NotEnoughSharedMemory as error:
+            print(what, "NotEnoughSharedMemory:", error)
+    # A block made without mpdemo, larger than /dev/shm: the worker that writes it dies of SIGBUS.
+    block = shared_memory.SharedMemory(create=True, size=2**27)
+    try:
+        mpdemo.chunked_map(workloads.fill_block, [block.name], processes=1)
+    except mpdemo.WorkerDied as error:
+        print("WorkerDied:", error)
+    finally:
+        block.close()
+        block.unlink()
+
+
+if __name__ == "__main__":  # spawn workers import this file again
+    main()
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not __import__("shutil").which("unshare"),
+                    reason="a private 64 MB /dev/shm needs root and unshare")
+@pytest.mark.timeout(120)
+def test_a_block_larger_than_dev_shm_is_an_error_never_a_bus_error(tmp_path):
+    script = tmp_path / "small_shm.py"
+    script.write_text(SMALL_SHM)
+    inner = f"mount -t tmpfs -o size=64m tmpfs /dev/shm && {sys.executable} {script}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", inner], capture_output=True, text=True, timeout=100,
+                          env={**os.environ, "PYTHON_COLORS": "0"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    for what in ("create", "from_array", "parallel_apply", "80 TB"):
+        line = next(line for line in lines if line.startswith(what + " "))
+        assert "NotEnoughSharedMemory: a shared-memory block of" in line, line
+        assert "/dev/shm has" in line and "--shm-size" in line and "memory-mapped" in line, line
+    died = next(line for line in lines if line.startswith("WorkerDied"))
+    assert "was killed by SIGBUS" in died and "/dev/shm" in died and "--shm-size" in died, died
