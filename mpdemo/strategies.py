@@ -248,10 +248,12 @@ class Contenders:
 
         ``max_nbytes=None``: arrays are pickled, as the other pools do (joblib memory-maps those
         above 1 MB otherwise: notebook 05). Every call gets the same settings, because joblib
-        restarts its workers whenever they change.
+        restarts its workers whenever they change. With ``processes=1`` joblib starts no worker at
+        all: it runs every call in this process.
         """
-        return joblib.Parallel(n_jobs=self.processes, timeout=TIMEOUT, temp_folder=self.joblib_folder.name,
-                               max_nbytes=None, **options)
+        if self.processes > 1:  # with one, joblib runs every call here, in this process, and has no timeout
+            options.setdefault("timeout", TIMEOUT)
+        return joblib.Parallel(n_jobs=self.processes, temp_folder=self.joblib_folder.name, max_nbytes=None, **options)
 
 
 @dataclass
@@ -321,7 +323,8 @@ class Comparison:
         row_us = us * t("serial") / self.rows
         lines = [f"1. Vectorise first. Whole-array NumPy was {describe_speedup(self.speedup('vectorised'))} "
                  f"and {describe_speedup(t(fastest) / t('vectorised'), f'the fastest pool ({fastest})')}."]
-        tasks = {lib: s for lib, s in self.per_task.items() if lib != "dask"}
+        # dask's tasks are compared in step 5; with one process joblib has no pool (it runs calls in the caller)
+        tasks = {lib: s for lib, s in self.per_task.items() if lib != "dask" and (lib != "joblib" or self.processes > 1)}
         cheapest, dearest = min(tasks, key=tasks.get), max(tasks, key=tasks.get)
         lines.append(f"2. Then chunk. One task cost from {tasks[cheapest] * us:,.0f} µs ({cheapest}) to "
                      f"{tasks[dearest] * us:,.0f} µs ({dearest}) beyond its work, against {row_us:,.0f} µs of "
@@ -331,6 +334,9 @@ class Comparison:
         lines.append("3. Chunked, on the same blocks, " + self._libraries() + " Choose a pool by what it does when "
                      "things go wrong: a dead worker hangs Pool, but ProcessPoolExecutor and chunked_map raise.")
         lines.append("   " + self._layout())
+        if self.processes == 1:
+            lines.append("   With one process joblib starts no worker (n_jobs=1): it runs every call in the caller, "
+                         "so its rows here are serial runs, not a pool's.")
         if "joblib, default batches" in self.times:
             lines.append("   " + self.batching())
         share = self.pickling["blocks"] / t("chunked_map, blocks")

@@ -177,3 +177,12 @@ def test_figures_hold_chunked_map_against_the_fastest_other_pool_on_the_same_blo
     wrong = fake(TIMES, TASKS)
     wrong.equal["mpire, blocks"] = False
     assert wrong.figures()[0].status == "FAIL" and "DIFFER" in wrong.table()
+
+
+def test_on_one_process_the_guide_says_joblib_ran_in_the_caller():
+    one = fake(TIMES, {**TASKS, "joblib": 5})
+    one.processes = 1
+    guide = one.guide()
+    assert "joblib starts no worker (n_jobs=1): it runs every call in the caller" in guide
+    assert "One task cost from 50 µs (Pool)" in guide  # joblib's 5 µs is no task of a pool
+    assert "joblib starts no worker" not in fake(TIMES, TASKS).guide()
