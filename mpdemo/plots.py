@@ -129,21 +129,31 @@ PART_COLOURS = {"computing": "tab:blue", "pickling": "tab:orange", "waiting": "l
 
 
 def time_split(tl: Timeline, *, title: str = "", ax: Axes | None = None) -> Figure:
-    """One stacked bar per worker, and one for the caller: seconds computing, pickling and waiting.
+    """Where each process's time went during a run, as shares of the run: one stacked bar per
+    worker and one for the caller, split into computing, pickling and waiting.
 
-    Every bar is as long as the run (:meth:`mpdemo.timing.Timeline.breakdown`), so the colours
-    show at a glance what share of each process's time went where.
+    These are *totals* over the whole run (:meth:`mpdemo.timing.Timeline.breakdown`), not a
+    timeline: each bar is the whole run, 100%, and its parts say how much of it went where, not
+    when. (``mpdemo.plots.timeline`` shows when.) Workers are numbered in the order they first
+    started a task.
     """
     parts = tl.breakdown()
-    ax = _axes(ax, (6.4, 0.9 + 0.5 * len(parts)))
+    span = max(tl.span(), 1e-9)
     names = list(parts)
+    labels = [f"worker {k + 1}" for k in range(len(names) - 1)] + ["caller"]
+    ax = _axes(ax, (7.2, 1.2 + 0.45 * len(names)))
     left = [0.0] * len(names)
     for part, colour in PART_COLOURS.items():
-        widths = [parts[name][part] for name in names]
-        ax.barh(names, widths, left=left, height=0.6, color=colour, label=part)
-        left = [a + b for a, b in zip(left, widths, strict=True)]
+        shares = [100 * parts[name][part] / span for name in names]
+        ax.barh(labels, shares, left=left, height=0.6, color=colour, label=part)
+        for y, (start, share) in enumerate(zip(left, shares, strict=True)):
+            if share >= 8:  # room for its label
+                ax.annotate(f"{share:.0f}%", (start + share / 2, y), ha="center", va="center", fontsize=8)
+        left = [a + b for a, b in zip(left, shares, strict=True)]
     ax.invert_yaxis()
-    ax.set_xlabel("seconds of the run")
+    ax.set_xlim(0, 100)
+    ax.set_xticks(range(0, 101, 25), [f"{tick}%" for tick in range(0, 101, 25)])
+    ax.set_xlabel(f"share of the whole run ({span:.3f} s), added up per process: totals, not a timeline")
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     ax.set_title(title or tl.summary(), fontsize=9)
     return ax.figure
@@ -151,19 +161,25 @@ def time_split(tl: Timeline, *, title: str = "", ax: Axes | None = None) -> Figu
 
 def contenders(times: Sequence[Measurement], per_task: dict[str, float], *, title: str = "") -> Figure:
     """Two panels: each contender's best time (labelled with its speedup over the first), and the
-    cost of one task at chunk size 1 for those that run tasks, on a log scale."""
+    cost of one task at chunk size 1 of each library, beside the library's first row (log scale).
+
+    A contender's library is its label up to the first comma (``"Pool, blocks"``: ``Pool``).
+    """
     figure = Figure(figsize=(10, 0.8 + 0.45 * len(times)), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=(3, 2))
     bars(times, title=title, ax=left)
-    rows = [(y, per_task[m.label] * 1e6) for y, m in enumerate(times) if m.label in per_task]
-    right.barh([y for y, _ in rows], [us for _, us in rows], color="tab:orange")
-    for y, us in rows:
-        right.annotate(f" {us:,.0f}", (us, y), va="center", fontsize=8)
+    first_rows = {}
+    for y, m in enumerate(times):
+        first_rows.setdefault(m.label.split(",")[0], y)
+    rows = [(y, per_task[lib] * 1e6, lib) for lib, y in first_rows.items() if lib in per_task]
+    right.barh([y for y, _, _ in rows], [us for _, us, _ in rows], color="tab:orange")
+    for y, us, lib in rows:
+        right.annotate(f" {us:,.0f} ({lib})", (us, y), va="center", fontsize=8)
     right.set_ylim(left.get_ylim())  # the same rows as the left panel (no task: no bar)
     right.set_yticks(range(len(times)), [""] * len(times))
     right.set_xscale("log")
-    right.set_xlim(right=max((us for _, us in rows), default=1.0) * 10)
-    right.set_xlabel("one task at chunk size 1 (µs, log scale)")
+    right.set_xlim(right=max((us for _, us, _ in rows), default=1.0) * 30)
+    right.set_xlabel("one task at chunk size 1, per library (µs, log scale)")
     return figure
 
 

@@ -1,24 +1,41 @@
-"""Choosing a strategy: one workload, every common way of running it, measured side by side.
+"""Choosing a strategy: one workload, every common way of running it, measured side by side, like for like.
 
 Notebook 07 and ``python -m mpdemo bench`` run exactly these contenders on the rows of one
-array, with :func:`mpdemo.workloads.row_score` as the row function:
+array, with :func:`mpdemo.workloads.row_score` as the row function. Every pool runs twice, so
+that what the *library* costs and what the *data layout* costs show apart:
 
-==========================  =======================================================================
-serial                      ``[row_score(row) for row in rows]``: the baseline
-vectorised                  ``row_scores(rows)``: whole-array NumPy, no Python loop at all
-Pool                        ``multiprocessing.Pool.map``
-ProcessPoolExecutor         ``concurrent.futures.ProcessPoolExecutor.map``
-joblib                      ``joblib.Parallel`` (loky workers), one ``delayed`` call per row
-joblib, default batches     the same with joblib's own ``batch_size="auto"``
-mpire                       ``mpire.WorkerPool.map``
-chunked_map                 ``mpdemo.chunked_map`` on a ProcessPoolExecutor
-dask                        ``chunked_map`` on a dask.distributed cluster: ``executor=client.get_executor()``
-==========================  =======================================================================
+* **blocks** — the same work in the same form for all: the rows cut into the same 2-D blocks
+  (Pool.map's rule: about four per worker), one block per task, and the block function
+  :func:`mpdemo.workloads.score_rows` (``row_score`` of each row of its block). Every library
+  pickles the same arrays, so the differences between these rows are the libraries' own.
+* **per row** — each library's usual call on the 2-D array: ``Pool.map(row_score, rows,
+  chunksize=c)`` and the like. Iterating over a 2-D array gives its rows, so Pool,
+  ProcessPoolExecutor, joblib and mpire pickle one 1-D array per row; ``chunked_map`` slices
+  the array and sends each chunk as one 2-D array (**slices**).
 
-Every parallel contender gets the same chunk size (Pool.map's rule, about four chunks per
-worker), except "joblib, default batches", which shows what joblib does when left alone. A
-second measurement runs empty tasks one per task (chunk size 1): what one task costs in each
-library, the reason their defaults differ (:data:`DEFAULT_CHUNKING`).
+===================================  ==============================================================
+serial                               ``[row_score(row) for row in rows]``: the baseline
+vectorised                           ``row_scores(rows)``: whole-array NumPy, no Python loop at all
+Pool, blocks                         ``Pool.map(score_rows, blocks, chunksize=1)``
+ProcessPoolExecutor, blocks          ``ProcessPoolExecutor.map(score_rows, blocks)``
+joblib, blocks                       ``joblib.Parallel`` (loky), one ``delayed(score_rows)(block)`` a block
+mpire, blocks                        ``mpire.WorkerPool.map(score_rows, blocks, chunk_size=1)``
+chunked_map, blocks                  ``chunked_map(score_rows, blocks, chunksize=1)`` on a warm ProcessPool
+dask, blocks                         the same on a dask.distributed cluster: ``executor=client.get_executor()``
+Pool, per row                        ``Pool.map(row_score, rows, chunksize=c)``
+ProcessPoolExecutor, per row         ``ProcessPoolExecutor.map(row_score, rows, chunksize=c)``
+joblib, per row                      one ``delayed(row_score)(row)`` a row, ``batch_size=c``
+joblib, default batches              the same with joblib's own ``batch_size="auto"``
+mpire, per row                       ``mpire.WorkerPool.map(row_score, list(rows), chunk_size=c)``
+chunked_map, slices                  ``chunked_map(row_score, rows, chunksize=c)``: 2-D slices
+dask, slices                         the same on the dask cluster
+===================================  ==============================================================
+
+joblib is given ``max_nbytes=None`` in every call, so that it pickles blocks as the others do (left
+alone it memory-maps arrays above 1 MB into a temporary folder: notebook 05), and so that it
+keeps its workers: joblib restarts them whenever a call's settings differ from the last one's. A second measurement runs
+empty tasks one per task (chunk size 1): what one task costs in each library, the reason their
+defaults differ (:data:`DEFAULT_CHUNKING`). A third times pickling the rows in each form.
 
 :class:`Contenders` starts every pool once and warms it before anything is timed, and closes
 each the way its library needs, leaving no process, port or /dev/shm entry behind:
@@ -31,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import pickle
 import tempfile
 from collections.abc import Callable
@@ -50,13 +68,22 @@ from mpdemo.chunking import chunked_map, default_chunksize
 from mpdemo.context import get_context, process_count, process_executor, start_method, start_workers, worker_setup
 from mpdemo.pool import ProcessPool
 from mpdemo.data import make_array
-from mpdemo.timing import Measurement, describe_speedup, measure
+from mpdemo.timing import NOISE, Measurement, beyond_cores, describe_speedup, impossible, measure
 
 #: Seconds any pool call may take before it gives up instead of hanging.
 TIMEOUT = 600
+#: The pools, each run on the same blocks and by its usual call (dask: chunked_map on a cluster).
+POOLS = ("Pool", "ProcessPoolExecutor", "joblib", "mpire", "chunked_map", "dask")
+#: The pools whose usual call pickles one 1-D array per row (chunked_map and dask send 2-D slices).
+PER_ROW = ("Pool", "ProcessPoolExecutor", "joblib", "mpire")
 #: Every contender, in the order of the table.
-CONTENDERS = ("serial", "vectorised", "Pool", "ProcessPoolExecutor", "joblib", "joblib, default batches", "mpire",
-              "chunked_map", "dask")
+CONTENDERS = ("serial", "vectorised",
+              *(f"{pool}, blocks" for pool in POOLS),
+              *(f"{pool}, per row" for pool in PER_ROW[:3]), "joblib, default batches", "mpire, per row",
+              "chunked_map, slices", "dask, slices")
+#: What each form sends a worker per task.
+SENDS = {"blocks": "one 2-D block", "per row": "a 1-D array per row", "default batches": "a 1-D array per row",
+         "slices": "one 2-D slice"}
 #: The libraries' own chunking when you give them none: why one task costs what it costs.
 DEFAULT_CHUNKING = {
     "Pool": "about 4 chunks per worker",
@@ -67,7 +94,7 @@ DEFAULT_CHUNKING = {
     "dask": "1 task per submit",
 }
 #: The pools chunked_map is held against (the benchmark's 1.10× target).
-OTHER_POOLS = ("Pool", "ProcessPoolExecutor", "joblib", "joblib, default batches", "mpire")
+OTHER_POOLS = ("Pool", "ProcessPoolExecutor", "joblib", "mpire")
 #: Columns of the rows of :func:`comparison_rows`.
 COLUMNS = 100
 
@@ -88,6 +115,21 @@ FULL = Sizes(rows=20_000, rounds=3, empty_tasks=1_000)
 def comparison_rows(n: int) -> np.ndarray:
     """The comparison's input: ``n`` rows of :data:`COLUMNS` numbers, the same on every machine."""
     return make_array(n, COLUMNS)
+
+
+def as_blocks(rows: np.ndarray, chunksize: int) -> list[np.ndarray]:
+    """The rows cut into 2-D blocks of ``chunksize`` rows (the last may be shorter), in order."""
+    return [rows[start:start + chunksize] for start in range(0, len(rows), chunksize)]
+
+
+def library(label: str) -> str:
+    """The library of a contender's label: ``"joblib, per row"`` → ``"joblib"``."""
+    return label.split(",")[0]
+
+
+def form(label: str) -> str:
+    """The form of a contender's data: ``"blocks"``, ``"per row"``, ``"slices"``... (``""``: no pool)."""
+    return label.split(", ")[1] if ", " in label else ""
 
 
 class Contenders:
@@ -162,7 +204,11 @@ class Contenders:
         self.close()
 
     def runs(self, func: Callable[[Any], Any], items: Any, chunksize: int) -> list[Run]:
-        """Every parallel contender running ``func`` over ``items``, ``chunksize`` items per task."""
+        """Every pool running ``func`` over ``items`` by its usual call, ``chunksize`` items per task.
+
+        Over a 2-D array, Pool, ProcessPoolExecutor, joblib and mpire pickle one 1-D array per row;
+        chunked_map (and so dask, through it) sends each chunk as one 2-D slice.
+        """
         p = self.processes
         runs = [
             Run("Pool", lambda: self.pool.map_async(func, items, chunksize=chunksize).get(TIMEOUT)),
@@ -178,26 +224,52 @@ class Contenders:
                                                         executor=self.client.get_executor())))
         return runs
 
+    def block_runs(self, func: Callable[[np.ndarray], Any], blocks: list[np.ndarray]) -> list[Run]:
+        """Every pool running ``func`` on each of the same ``blocks``, one block per task: like for like."""
+        p = self.processes
+        runs = [
+            Run("Pool", lambda: self.pool.map_async(func, blocks, chunksize=1).get(TIMEOUT)),
+            Run("ProcessPoolExecutor", lambda: list(self.executor.map(func, blocks, timeout=TIMEOUT))),
+            Run("joblib", lambda: self.joblib(batch_size=1)(joblib.delayed(func)(block) for block in blocks)),
+            Run("mpire", lambda: self.mpire.map(func, blocks, chunk_size=1, task_timeout=TIMEOUT)),
+            Run("chunked_map", lambda: chunked_map(func, blocks, processes=p, chunksize=1, executor=self.workers)),
+        ]
+        if self.client is not None:
+            runs.append(Run("dask", lambda: chunked_map(func, blocks, processes=p, chunksize=1,
+                                                        executor=self.client.get_executor())))
+        return runs
+
     def joblib_default(self, func: Callable[[Any], Any], items: Any) -> Run:
         """joblib as most code calls it: one ``delayed`` per item, joblib choosing the batches."""
         return Run("joblib, default batches", lambda: self.joblib()(joblib.delayed(func)(item) for item in items))
 
     def joblib(self, **options: Any) -> joblib.Parallel:
-        """A ``joblib.Parallel`` on loky workers, with its temporary files in our own folder."""
-        return joblib.Parallel(n_jobs=self.processes, timeout=TIMEOUT, temp_folder=self.joblib_folder.name, **options)
+        """A ``joblib.Parallel`` on loky workers, with its temporary files in our own folder.
+
+        ``max_nbytes=None``: arrays are pickled, as the other pools do (joblib memory-maps those
+        above 1 MB otherwise: notebook 05). Every call gets the same settings, because joblib
+        restarts its workers whenever they change. With ``processes=1`` joblib starts no worker at
+        all: it runs every call in this process.
+        """
+        if self.processes > 1:  # with one, joblib runs every call here, in this process, and has no timeout
+            options.setdefault("timeout", TIMEOUT)
+        return joblib.Parallel(n_jobs=self.processes, temp_folder=self.joblib_folder.name, max_nbytes=None, **options)
 
 
 @dataclass
 class Comparison:
-    """What :func:`measure_contenders` measured: the best times, the cost of one task, whether results agreed."""
+    """What :func:`measure_contenders` measured: the best times, the cost of one task, pickling in
+    each form, whether results agreed, and how busy the machine was."""
 
     processes: int
     rows: int
     chunksize: int
-    times: dict[str, Measurement]  # serial first
+    times: dict[str, Measurement]  # serial first; the parallel ones know their cores
     per_task: dict[str, float]  # seconds per empty task at chunk size 1, by library
     equal: dict[str, bool]  # results equal serial (vectorised: equal up to float rounding)
-    pickling: float  # seconds to pickle the rows one by one, as the pools send them
+    pickling: dict[str, float]  # seconds to pickle and unpickle the rows, by form: "per row", "blocks"
+    tasks: int  # blocks (= chunks) per run
+    load: float | None = None  # the 1-minute load average before the runs (None: not reported here)
 
     def best(self, label: str) -> float:
         return self.times[label].best
@@ -206,72 +278,159 @@ class Comparison:
         """Serial time over this contender's time: 2.0 means twice as fast."""
         return self.best("serial") / self.best(label)
 
-    def fastest(self, labels: tuple[str, ...] = OTHER_POOLS) -> str:
-        """The fastest of ``labels`` that ran."""
+    def fastest(self, labels: tuple[str, ...] | None = None) -> str:
+        """The fastest of ``labels`` that ran; by default of every parallel contender."""
+        labels = labels or tuple(label for label in self.times if form(label))
         return min((label for label in labels if label in self.times), key=self.best)
 
+    def noise(self, *labels: str) -> float:
+        """How much the rounds of the serial loop (and of ``labels``) varied in this run: the largest
+        median over best, less one (0.05: a median 5% above its best)."""
+        return max(self.times[label].spread - 1 for label in ("serial", *labels))
+
+    def busy(self) -> bool:
+        """Whether other programs kept at least half of this machine's cores busy before the runs."""
+        return self.load is not None and self.load >= 0.5 * (os.cpu_count() or 1)
+
     def table(self) -> str:
-        """One line per contender: best time, speedup over serial, one task's cost, results, defaults."""
+        """One line per contender: best time, speedup over serial, one task's cost, what it sends, results."""
         width = max(len(label) for label in self.times)
-        lines = [f"{'contender':<{width}}  {'best (s)':>8}  {'speedup':>8}  {'1 task (µs)':>11}  "
-                 f"{'results':<7}  default chunking"]
+        lines = [f"{'contender':<{width}}  {'best (s)':>8}  {'speedup':>9}  {'1 task (µs)':>11}  "
+                 f"{'sends a worker per task':<23}  {'results':<7}  default chunking"]
+        notes = []
         for label, m in self.times.items():
-            library = label.split(",")[0]
-            task = f"{self.per_task[library] * 1e6:,.0f}" if library in self.per_task else "—"
+            lib = library(label)
+            task = f"{self.per_task[lib] * 1e6:,.0f}" if lib in self.per_task else "—"
             result = "ref." if label == "serial" else ("equal" if self.equal[label] else "DIFFER")
-            lines.append(f"{label:<{width}}  {m.best:>8.3f}  {self.speedup(label):>7.2f}×  {task:>11}  "
-                         f"{result:<7}  {DEFAULT_CHUNKING.get(library, '—')}")
-        return "\n".join(lines)
+            mark = "*" if impossible(self.speedup(label), m.cores) else " "
+            if mark == "*":
+                notes.append(f"* {label}: {beyond_cores(m.cores)}")
+            lines.append(f"{label:<{width}}  {m.best:>8.3f}  {self.speedup(label):>7.2f}× {mark}  {task:>11}  "
+                         f"{SENDS.get(form(label), '—'):<23}  {result:<7}  {DEFAULT_CHUNKING.get(lib, '—')}")
+        return "\n".join(lines + notes)
+
+    def batching(self) -> str:
+        """joblib left to choose its batches, against batches of the others' chunk size: one ratio."""
+        ratio = self.best("joblib, per row") / self.best("joblib, default batches")
+        why = (": it grows its batches from small ones, each a task of its own" if ratio < 1 - NOISE else "")
+        return (f"joblib left to batch by itself was {describe_speedup(ratio, 'with batches of the chunk size')}"
+                f"{why}.")
 
     def guide(self) -> str:
         """The decision guide, phrased from these measurements: vectorise, chunk, move less data, scale out."""
-        t, us = self.best, 1e6
+        t, us, ms = self.best, 1e6, 1e3
         fastest = self.fastest()
         row_us = us * t("serial") / self.rows
         lines = [f"1. Vectorise first. Whole-array NumPy was {describe_speedup(self.speedup('vectorised'))} "
                  f"and {describe_speedup(t(fastest) / t('vectorised'), f'the fastest pool ({fastest})')}."]
-        tasks = {lib: s for lib, s in self.per_task.items() if lib != "dask"}
+        # dask's tasks are compared in step 5; with one process joblib has no pool (it runs calls in the caller)
+        tasks = {lib: s for lib, s in self.per_task.items() if lib != "dask" and (lib != "joblib" or self.processes > 1)}
         cheapest, dearest = min(tasks, key=tasks.get), max(tasks, key=tasks.get)
         lines.append(f"2. Then chunk. One task cost from {tasks[cheapest] * us:,.0f} µs ({cheapest}) to "
                      f"{tasks[dearest] * us:,.0f} µs ({dearest}) beyond its work, against {row_us:,.0f} µs of "
-                     f"work per row. In chunks of {self.chunksize:,} rows, {fastest} was "
-                     f"{describe_speedup(self.speedup(fastest))} on {self.processes} processes.")
-        chunked = [label for label in ("Pool", "ProcessPoolExecutor", "joblib", "mpire") if label in self.times]
-        spread = max(t(label) for label in chunked) / min(t(label) for label in chunked)
-        verdict = ("were close" if spread < 1.25 else "differed (per-task costs showing through, or a busy machine)")
-        lines.append(f"3. Chunked, the pools {verdict}: the slowest of {', '.join(chunked)} took {spread:.2f} times "
-                     f"as long as the fastest, and chunked_map was "
-                     f"{describe_speedup(t(fastest) / t('chunked_map'), fastest)}. Choose a pool by what it does "
-                     "when things go wrong: a dead worker hangs Pool, but ProcessPoolExecutor and chunked_map raise.")
+                     f"work per row. In {self.tasks} tasks of up to {self.chunksize:,} rows, the fastest pool "
+                     f"({fastest}) was {describe_speedup(self.speedup(fastest), cores=self.processes)} on "
+                     f"{self.processes} process{'es' if self.processes > 1 else ''}.")
+        lines.append("3. Chunked, on the same blocks, " + self._libraries() + " Choose a pool by what it does when "
+                     "things go wrong: a dead worker hangs Pool, but ProcessPoolExecutor and chunked_map raise.")
+        lines.append("   " + self._layout())
+        if self.processes == 1:
+            lines.append("   With one process joblib starts no worker (n_jobs=1): it runs every call in the caller, "
+                         "so its rows here are serial runs, not a pool's.")
         if "joblib, default batches" in self.times:
-            ratio = t("joblib") / t("joblib, default batches")
-            why = (": it makes one delayed call per row in the caller, and starts with small batches" if ratio < 0.95
-                   else "")
-            lines.append(f"   joblib left to batch by itself was {describe_speedup(ratio, 'with chunk-sized batches')}"
-                         f"{why}.")
-        share = self.pickling / t("chunked_map")
+            lines.append("   " + self.batching())
+        share = self.pickling["blocks"] / t("chunked_map, blocks")
         advice = ("worth removing: shared memory (notebook 04) or a memory-mapped file (notebook 05) let workers "
                   "read the rows instead of receiving them." if share > 0.1 else
                   "small here; with wider rows or lighter work it grows, and shared memory (notebook 04) or "
                   "memmap (notebook 05) remove it.")
-        lines.append(f"4. Move less data. Pickling the rows one by one took {self.pickling * 1e3:,.1f} ms, "
-                     f"{share:.0%} of chunked_map's time: {advice}")
-        if "dask" in self.times:
+        lines.append(f"4. Move less data. Pickling and unpickling the rows as blocks took "
+                     f"{self.pickling['blocks'] * ms:,.1f} ms, {share:.1%} of chunked_map's time on them: {advice}")
+        if "dask, blocks" in self.times:
             lines.append(f"5. Scale out last. dask on this machine was "
-                         f"{describe_speedup(t('chunked_map') / t('dask'), 'chunked_map on a local pool')}; one dask "
-                         f"task cost {self.per_task['dask'] * us:,.0f} µs, "
+                         f"{describe_speedup(t('chunked_map, blocks') / t('dask, blocks'), 'chunked_map on a local pool')}"
+                         f" on the same blocks; one dask task cost {self.per_task['dask'] * us:,.0f} µs, "
                          f"{self.per_task['dask'] / tasks[cheapest]:,.0f} times a {cheapest} task. A cluster pays "
                          "when one machine's cores are not enough and every task holds far more work than that.")
+        lines.append("6. Rows in a DataFrame or a Parquet file? Notebook 08: vectorise in pandas first; then "
+                     "frame_apply for DataFrame chunks, process_parquet for Parquet row groups; polars and DuckDB "
+                     "are already parallel.")
+        lines.append("   " + self.conditions())
         return "\n".join(lines)
+
+    def _libraries(self) -> str:
+        """Step 3 of the guide: the pools on the same blocks, and what their gap is made of."""
+        t, ms = self.best, 1e3
+        labels = [f"{lib}, blocks" for lib in (*OTHER_POOLS, "chunked_map") if f"{lib}, blocks" in self.times]
+        fast, slow = min(labels, key=t), max(labels, key=t)
+        ratio, gap = t(slow) / t(fast), t(slow) - t(fast)
+        names = ", ".join(library(label) for label in labels)
+        noise = self.noise(fast, slow)
+        if ratio - 1 <= max(NOISE, noise):
+            return (f"the pools were close: the slowest of {names} took {ratio:.2f} times as long as the fastest, "
+                    f"within this run's noise (the rounds of these contenders varied by up to {noise:.0%}).")
+        text = (f"the pools differed: the slowest of {names} ({library(slow)}) took {ratio:.2f} times as long as "
+                f"the fastest ({library(fast)}), {gap * ms:,.0f} ms more.")
+        per_task = self.per_task[library(slow)] - self.per_task[library(fast)]
+        explained = self.tasks * per_task
+        busy = ", and other programs were busy (below)" if self.busy() else ""
+        if explained >= gap / 2:
+            return text + (f" One task costs {per_task * 1e6:,.0f} µs more in {library(slow)}: over {self.tasks} "
+                           f"tasks that is {explained * ms:,.0f} ms, most of the gap.")
+        if explained > 0:
+            return text + (f" Its dearer tasks account for {explained * ms:,.0f} ms of it ({self.tasks} tasks × "
+                           f"{per_task * 1e6:,.0f} µs); the rest was not measured apart here{busy}.")
+        return text + (f" Its tasks cost no more than {library(fast)}'s, so per-task cost does not explain it; "
+                       f"what does was not measured apart here{busy}.")
+
+    def conditions(self) -> str:
+        """How noisy this run was, measured: the serial rounds' spread and the load before the runs."""
+        rounds = len(self.times["serial"].times)
+        text = (f"the serial loop's {rounds} rounds varied by {self.noise():.0%}" if rounds > 1 else
+                "one round of each, so no spread was measured")
+        if self.load is not None:
+            text += f"; the load average before the runs was {self.load:.1f} on {os.cpu_count()} cores"
+            if self.busy():
+                text += ": other programs were busy, and gaps of that order may be theirs"
+        return f"(This run: {text}.)"
+
+    def _layout(self) -> str:
+        """Step 3b: each library's usual call per row against the same library on blocks: the data layout's cost."""
+        t, ms = self.best, 1e3
+        libs = [lib for lib in PER_ROW if f"{lib}, per row" in self.times and f"{lib}, blocks" in self.times]
+        ratios = {lib: t(f"{lib}, per row") / t(f"{lib}, blocks") for lib in libs}
+        worst = max(libs, key=lambda lib: t(f"{lib}, per row") - t(f"{lib}, blocks"))
+        gap = t(f"{worst}, per row") - t(f"{worst}, blocks")
+        extra = self.pickling["per row"] - self.pickling["blocks"]
+        text = ("Given the rows one by one, each library's usual call took " +
+                ", ".join(f"{ratios[lib]:.2f}× ({lib})" for lib in libs) + " the time of the same library on "
+                f"blocks. Pickling and unpickling the rows one by one took {self.pickling['per row'] * ms:,.1f} ms, "
+                f"as blocks {self.pickling['blocks'] * ms:,.1f} ms: {extra * ms:,.1f} ms more")
+        if gap <= 0:
+            text += ", yet no library was slower per row than on blocks here."
+        elif extra >= gap / 2:
+            text += f", most of {worst}'s {gap * ms:,.0f} ms gap."
+        elif extra > 0:
+            text += (f", part of {worst}'s {gap * ms:,.0f} ms gap (the rest is what it does per row besides "
+                     "pickling, not measured apart here).")
+        else:
+            text += f"; pickling does not explain {worst}'s {gap * ms:,.0f} ms gap."
+        if "chunked_map, slices" in self.times:
+            text += (f" chunked_map's usual call sends 2-D slices, the blocks' form: "
+                     f"{t('chunked_map, slices') / t('chunked_map, blocks'):.2f}× its time on blocks.")
+        return text
 
     def figures(self) -> list[Figure]:
         """The benchmark's summary lines: chunked_map against the other pools (≤ 1.10×), speedups."""
         equal = all(self.equal.values())
-        fastest = self.fastest()
-        best_parallel = self.fastest(tuple(label for label in self.times if label not in ("serial", "vectorised")))
+        same = self.fastest(tuple(f"{lib}, blocks" for lib in OTHER_POOLS))
+        usual = self.fastest(tuple(f"{lib}, per row" for lib in OTHER_POOLS))
+        best_parallel = self.fastest()
         return [
-            Figure(f"C1 chunked_map time / fastest other pool ({fastest})",
-                   self.best("chunked_map") / self.best(fastest), at_most(1.10), equal),
+            Figure(f"C1 chunked_map time / fastest other pool, same blocks ({library(same)})",
+                   self.best("chunked_map, blocks") / self.best(same), at_most(1.10), equal),
+            Figure(f"C1b chunked_map's usual call / fastest other pool's usual call ({library(usual)})",
+                   self.best("chunked_map, slices") / self.best(usual), None, equal),
             Figure(f"C2 fastest parallel ({best_parallel}) vs serial (speedup)", self.speedup(best_parallel),
                    None, equal),
             Figure("C3 vectorised vs serial (speedup)", self.speedup("vectorised"), None, equal),
@@ -280,19 +439,25 @@ class Comparison:
     def plot(self):
         """Times and one task's cost of every contender (``mpdemo.plots.contenders``)."""
         return plots.contenders(list(self.times.values()), self.per_task,
-                                title=f"{self.rows:,} rows, {self.processes} processes, chunksize {self.chunksize:,}")
+                                title=f"{self.rows:,} rows, {self.processes} processes, {self.tasks} blocks")
 
 
 def measure_contenders(contenders: Contenders, rows: np.ndarray, *, rounds: int = 3, empty_tasks: int = 200,
-            progress: bool = False) -> Comparison:
+                       progress: bool = False) -> Comparison:
     """Time every contender on ``rows`` in alternating rounds (after a warm-up round), then one
-    empty task per task in each library; check every result against the serial loop."""
+    empty task per task in each library, then pickling in each form; check every result against
+    the serial loop."""
     from tqdm.auto import tqdm
 
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None  # before our own work adds to it
     func, p = workloads.row_score, contenders.processes
     chunksize = default_chunksize(len(rows), p)
-    runs = [Run("serial", lambda: [func(row) for row in rows]), Run("vectorised", lambda: workloads.row_scores(rows)),
-            *contenders.runs(func, rows, chunksize), contenders.joblib_default(func, rows)]
+    blocks = as_blocks(rows, chunksize)
+    runs = [Run("serial", lambda: [func(row) for row in rows]), Run("vectorised", lambda: workloads.row_scores(rows))]
+    runs += [Run(f"{run.label}, blocks", run.call) for run in contenders.block_runs(workloads.score_rows, blocks)]
+    runs += [Run(f"{run.label}, {'slices' if run.label in ('chunked_map', 'dask') else 'per row'}", run.call)
+             for run in contenders.runs(func, rows, chunksize)]
+    runs.append(contenders.joblib_default(func, rows))
     runs.sort(key=lambda run: CONTENDERS.index(run.label))
     # empty tasks, one per task: a few for dask, whose tasks cost milliseconds
     empty = [run for run in contenders.runs(abs, range(empty_tasks), chunksize=1) if run.label != "dask"]
@@ -308,11 +473,21 @@ def measure_contenders(contenders: Contenders, rows: np.ndarray, *, rounds: int 
         per_task |= {label: m.best / few for label, m in in_turns(empty_dask, rounds=2).items()}
         bar.update()
     reference = runs[0].result
-    equal = {run.label: bool(np.allclose(run.result, reference)) if run.label == "vectorised"
-             else run.result == reference for run in runs[1:]}
-    pickling = measure(lambda: pickle.dumps(list(rows), protocol=pickle.HIGHEST_PROTOCOL), repeats=3).best
-    return Comparison(p, len(rows), chunksize, {label: Measurement(label, tuple(t)) for label, t in times.items()},
-                      per_task, equal, pickling)
+    equal = {run.label: same_results(run, reference) for run in runs[1:]}
+    pickling = {name: measure(lambda data=data: pickle.loads(pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)),
+                              repeats=3).best
+                for name, data in (("per row", list(rows)), ("blocks", blocks))}
+    measured = {label: Measurement(label, tuple(t), p if form(label) else None) for label, t in times.items()}
+    return Comparison(p, len(rows), chunksize, measured, per_task, equal, pickling, len(blocks), load)
+
+
+def same_results(run: Run, reference: list) -> bool:
+    """Whether a contender's results equal the serial loop's (blocks: once their arrays are joined)."""
+    if run.label == "vectorised":
+        return bool(np.allclose(run.result, reference))
+    if form(run.label) == "blocks":
+        return np.hstack(run.result).tolist() == reference  # mpire joins NumPy results itself
+    return run.result == reference
 
 
 def report(args: argparse.Namespace) -> int:

@@ -52,3 +52,23 @@ def test_a_timeline_splits_a_parallel_run_into_computing_pickling_and_waiting(po
     for name, part in parts.items():
         if name != "caller":
             assert sum(part.values()) == pytest.approx(timeline.span())
+
+
+def test_time_split_draws_each_process_as_shares_of_the_run_not_a_timeline():
+    from mpdemo import plots
+    from mpdemo.timing import TaskRecord
+
+    timeline = Timeline(began=100.0)
+    timeline.append(TaskRecord(11, 100.0, 101.0, 5, pickling=0.25, caller_pickling=0.1))
+    timeline.append(TaskRecord(22, 100.5, 102.0, 5, pickling=0.5, caller_pickling=0.1))
+    figure = plots.time_split(timeline)
+    ax = figure.axes[0]
+    assert ax.get_xlim() == (0, 100) and "share of the whole run (2.000 s)" in ax.get_xlabel()
+    assert "not a timeline" in ax.get_xlabel()
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["worker 1", "worker 2", "caller"]
+    widths: dict[float, float] = {}
+    for bar in ax.patches:
+        widths[round(bar.get_y(), 3)] = widths.get(round(bar.get_y(), 3), 0.0) + bar.get_width()
+    assert all(total == pytest.approx(100) for total in widths.values()) and len(widths) == 3
+    texts = {text.get_text() for text in ax.texts}
+    assert {"38%", "12%", "50%", "25%", "90%"} <= texts  # worker 1: 0.75 s computing, 0.25 pickling, 1 waiting
