@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from mpdemo.timing import Measurement, Timeline, amdahl_speedup, fit_serial_fraction, impossible
 
@@ -21,6 +22,14 @@ from mpdemo.timing import Measurement, Timeline, amdahl_speedup, fit_serial_frac
 def _axes(ax: Axes | None, size: tuple[float, float] = (6.4, 3.2)) -> Axes:
     """The given axes, or the axes of a new figure."""
     return ax if ax is not None else Figure(figsize=size, layout="constrained").subplots()
+
+
+def _plain_log(axis, span: float) -> None:
+    """Ticks of a log axis written as plain numbers (0.2, 1, 5,000): at each power of ten, and at 2 and 5
+    times each when the values ``span`` (largest over smallest) less than a hundredfold."""
+    axis.set_major_locator(LogLocator(subs=(1.0,) if span > 100 else (1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def bars(measurements: Sequence[Measurement], *, title: str = "", log: bool = False,
@@ -42,6 +51,7 @@ def bars(measurements: Sequence[Measurement], *, title: str = "", log: bool = Fa
         ax.annotate(f" {speedup:.2f}×{mark}", (m.best, y), va="center")
     if log:
         ax.set_xscale("log")
+        _plain_log(ax.xaxis, max(best) / min(best))
         ax.set_xlim(min(best) / 2, max(best) * 3)  # room for the labels on a log axis
         ax.set_xlabel("best time (s, log scale); labels: speedup over the first bar")
     else:
@@ -99,8 +109,10 @@ def sweep(results: dict[int, Measurement], *, title: str = "", ax: Axes | None =
     ax.plot([fastest], [results[fastest].best], "*", markersize=14, color="tab:red",
             label=f"fastest: chunksize {fastest:,}")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
     if max(best) > LOG_RANGE * min(best):
         ax.set_yscale("log")
+        _plain_log(ax.yaxis, max(best) / min(best))
         ax.set_ylabel("best time (s, log scale)")
     else:
         ax.set_ylim(0, max(best) * 1.1)  # from zero: the differences show at their true size
