@@ -11,8 +11,8 @@ from mpdemo import __main__ as cli
 from mpdemo import checks, strategies
 
 
-def run(args, **kwargs):
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120, **kwargs)
+def run(args, timeout=120, **kwargs):
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
 def test_check_passes_here(capsys):
@@ -57,10 +57,11 @@ def test_a_spawn_pool_cannot_start_from_a_script_on_stdin():
     assert "hint: spawn workers cannot re-run a script read from stdin" in result.stdout
 
 
+@pytest.mark.timeout(900)
 def test_bench_compares_every_contender_then_runs_every_figure(tmp_path):
     """A smoke run: the quick sizes are too small for the targets, so only the report is checked."""
     png = tmp_path / "comparison.png"
-    result = run(["-m", "mpdemo", "bench", "--quick", "--png", str(png)])
+    result = run(["-m", "mpdemo", "bench", "--quick", "--png", str(png)], timeout=800)
     assert result.returncode == 0, result.stderr
     comparison, scripts = result.stdout.split("== bench_chunking.py --quick")
     table = comparison.split("contender ")[1].split("\n\n")[0].splitlines()[1:]
