@@ -45,18 +45,20 @@ def bars(measurements: Sequence[Measurement], *, title: str = "", log: bool = Fa
     best = [m.best for m in measurements]
     ax.barh(labels, best, color="tab:blue")
     ax.invert_yaxis()  # first measurement on top
+    marked = False
     for y, m in enumerate(measurements):
         speedup = best[0] / m.best
         mark = " *" if impossible(speedup, m.cores) else ""
+        marked = marked or bool(mark)
         ax.annotate(f" {speedup:.2f}×{mark}", (m.best, y), va="center")
     if log:
         ax.set_xscale("log")
         _plain_log(ax.xaxis, max(best) / min(best))
         ax.set_xlim(min(best) / 2, max(best) * 3)  # room for the labels on a log axis
-        ax.set_xlabel("best time (s, log scale); labels: speedup over the first bar")
     else:
         ax.set_xlim(0, max(best) * 1.2)
-        ax.set_xlabel("best time (s); labels: speedup over the first bar")
+    ax.set_xlabel(f"best time (s{', log scale' if log else ''}); labels: speedup over the first bar"
+                  + ("\n* more than its cores can give: not the pool's doing" if marked else ""))
     ax.set_title(title)
     return ax.figure
 

@@ -97,6 +97,7 @@ def test_bars_mark_a_speedup_beyond_the_cores_and_can_use_a_log_axis():
     assert [t.get_text() for t in fig.axes[0].texts] == [" 1.00×", " 2.20× *", " 220.00×"]
     assert fig.axes[0].get_xscale() == "log"
     assert fig.axes[0].get_xlim()[0] < 0.01  # the shortest bar shows
+    assert "* more than its cores can give" in fig.axes[0].get_xlabel()
 
 
 def test_speedup_curve_shows_ideal_amdahl_and_measured():
