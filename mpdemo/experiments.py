@@ -35,7 +35,7 @@ import numpy as np
 from mpdemo import data, workloads
 from mpdemo.blocks import row_blocks
 from mpdemo.chunking import chunked_map, workers_kept
-from mpdemo.context import get_context, start_process
+from mpdemo.context import cpu_count, get_context, start_process
 from mpdemo.errors import WorkerDied
 from mpdemo.pool import ProcessPool, stop_processes
 from mpdemo.shm import SharedArray, parallel_apply
@@ -84,12 +84,12 @@ def chunking_experiment(processes: int, chunksize: int, cost_us: float, rows: in
 
 
 def describe_chunking(run: ChunkingRun) -> str:
-    """The readout for one run, as HTML."""
-    verdict = "faster" if run.speedup >= 1 else "slower"
+    """The readout for one run, as HTML: the two times and the speedup in words, flagged when it
+    is more than the run's processes (or this machine's cores, if fewer) can give."""
+    cores = min(run.processes, cpu_count())
     return (f"serial <b>{run.serial_seconds:.3f} s</b> · {run.processes} processes "
-            f"<b>{run.parallel_seconds:.3f} s</b> · speedup <b>{run.speedup:.2f}×</b> ({verdict})<br>"
+            f"<b>{run.parallel_seconds:.3f} s</b> · <b>{describe_speedup(run.speedup, cores=cores)}</b><br>"
             f"{run.timeline.summary()} · results equal serial: {run.same_results}")
-
 
 
 # ── Queues and backpressure (lesson 03) ──────────────────────────────────────────────────────

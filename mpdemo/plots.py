@@ -12,8 +12,11 @@ from collections.abc import Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from mpdemo.timing import Measurement, Timeline, amdahl_speedup, fit_serial_fraction
+from mpdemo.timing import Measurement, Timeline, amdahl_speedup, fit_serial_fraction, impossible
 
 
 def _axes(ax: Axes | None, size: tuple[float, float] = (6.4, 3.2)) -> Axes:
@@ -21,17 +24,41 @@ def _axes(ax: Axes | None, size: tuple[float, float] = (6.4, 3.2)) -> Axes:
     return ax if ax is not None else Figure(figsize=size, layout="constrained").subplots()
 
 
-def bars(measurements: Sequence[Measurement], *, title: str = "", ax: Axes | None = None) -> Figure:
-    """Horizontal bars of each measurement's best time, labelled with its speedup over the first."""
+def _plain_log(axis, span: float) -> None:
+    """Ticks of a log axis written as plain numbers (0.2, 1, 5,000): at each power of ten, and at 2 and 5
+    times each when the values ``span`` (largest over smallest) less than a hundredfold."""
+    axis.set_major_locator(LogLocator(subs=(1.0,) if span > 100 else (1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def bars(measurements: Sequence[Measurement], *, title: str = "", log: bool = False,
+         ax: Axes | None = None) -> Figure:
+    """Horizontal bars of each measurement's best time, labelled with its speedup over the first.
+
+    ``log``: a log time axis, so that a bar a hundred times shorter than the others still shows
+    (NumPy next to Python loops). A speedup more than a measurement's ``cores`` can give is
+    marked ``*``, as in :func:`mpdemo.timing.speedup_table`.
+    """
     ax = _axes(ax, (6.4, 0.5 + 0.45 * len(measurements)))
     labels = [m.label for m in measurements]
     best = [m.best for m in measurements]
     ax.barh(labels, best, color="tab:blue")
     ax.invert_yaxis()  # first measurement on top
-    for y, seconds in enumerate(best):
-        ax.annotate(f" {best[0] / seconds:.2f}×", (seconds, y), va="center")
-    ax.set_xlabel("best time (s); labels: speedup over the first bar")
-    ax.set_xlim(0, max(best) * 1.2)
+    marked = False
+    for y, m in enumerate(measurements):
+        speedup = best[0] / m.best
+        mark = " *" if impossible(speedup, m.cores) else ""
+        marked = marked or bool(mark)
+        ax.annotate(f" {speedup:.2f}×{mark}", (m.best, y), va="center")
+    if log:
+        ax.set_xscale("log")
+        _plain_log(ax.xaxis, max(best) / min(best))
+        ax.set_xlim(min(best) / 2, max(best) * 3)  # room for the labels on a log axis
+    else:
+        ax.set_xlim(0, max(best) * 1.2)
+    ax.set_xlabel(f"best time (s{', log scale' if log else ''}); labels: speedup over the first bar"
+                  + ("\n* more than its cores can give: not the pool's doing" if marked else ""))
     ax.set_title(title)
     return ax.figure
 
@@ -41,25 +68,41 @@ def speedup_curve(processes: Sequence[int], speedups: Sequence[float], *, title:
     """Measured speedup against process count, the ideal line, and the best-fitting Amdahl curve.
 
     ``speedups[i]`` is the time on one process divided by the time on ``processes[i]``. The
-    lines go on to at least 8 processes, to show where Amdahl's law predicts the curve flattens.
+    lines go on to at least 8 processes, to show where Amdahl's law predicts the curve flattens;
+    beyond the largest measured count the fitted curve is dashed and labelled as extrapolated.
+    With only one process measured there is nothing to fit, and no curve is drawn.
     """
     ax = _axes(ax)
-    serial_fraction = fit_serial_fraction(list(processes), list(speedups))
-    ps = list(range(1, max(8, 2 * max(processes)) + 1))
-    ax.plot(ps, ps, "--", color="grey", label="ideal (speedup = processes)")
-    ax.plot(ps, [amdahl_speedup(p, serial_fraction) for p in ps], color="tab:orange",
-            label=f"Amdahl, serial fraction {serial_fraction:.1%}")
+    last = max(processes)
+    ps = list(range(1, max(8, 2 * last) + 1))
+    ax.plot(ps, ps, ":", color="grey", label="ideal (speedup = processes)")
+    if last > 1:
+        serial_fraction = fit_serial_fraction(list(processes), list(speedups))
+        measured = [p for p in ps if p <= last]
+        beyond = [p for p in ps if p >= last]
+        ax.plot(measured, [amdahl_speedup(p, serial_fraction) for p in measured], color="tab:orange",
+                label=f"Amdahl, serial fraction {serial_fraction:.1%}")
+        ax.plot(beyond, [amdahl_speedup(p, serial_fraction) for p in beyond], "--", color="tab:orange",
+                label=f"the same, extrapolated beyond {last} processes")
     ax.plot(processes, speedups, "o", color="tab:blue", label="measured")
     ax.set_xlabel("processes")
     ax.set_ylabel("speedup over 1 process")
     ax.set_xticks(ps)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title(title)
     return ax.figure
 
 
+#: :func:`sweep` draws times on a log axis only when the slowest is more than this many times the fastest.
+LOG_RANGE = 3.0
+
+
 def sweep(results: dict[int, Measurement], *, title: str = "", ax: Axes | None = None) -> Figure:
-    """Best time per chunk size on a log axis, with the fastest point marked."""
+    """Best time per chunk size (chunk sizes on a log axis), with the fastest point marked.
+
+    The times go on a log axis too when they span more than ``LOG_RANGE`` times, so that both the
+    steep left end and the flat bottom show; over a narrower range a linear axis reads better.
+    """
     ax = _axes(ax)
     sizes = sorted(results)
     best = [results[c].best for c in sizes]
@@ -68,25 +111,47 @@ def sweep(results: dict[int, Measurement], *, title: str = "", ax: Axes | None =
     ax.plot([fastest], [results[fastest].best], "*", markersize=14, color="tab:red",
             label=f"fastest: chunksize {fastest:,}")
     ax.set_xscale("log")
-    ax.set_yscale("log")  # the flat bottom of the curve shows its differences on a log scale
-    ax.set_xlabel("chunksize (items per task)")
-    ax.set_ylabel("best time (s, log scale)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.10g}"))
+    if max(best) > LOG_RANGE * min(best):
+        ax.set_yscale("log")
+        _plain_log(ax.yaxis, max(best) / min(best))
+        ax.set_ylabel("best time (s, log scale)")
+    else:
+        ax.set_ylim(0, max(best) * 1.1)  # from zero: the differences show at their true size
+        ax.set_ylabel("best time (s)")
+    ax.set_xlabel("chunksize (items per task, log scale)")
     ax.legend()
     ax.set_title(title)
     return ax.figure
 
 
+#: :func:`timeline`'s two shades: each worker's tasks alternate between them, so neighbours show apart.
+TASK_SHADES = ("tab:blue", "tab:cyan")
+
+
 def timeline(tl: Timeline, *, title: str = "", ax: Axes | None = None) -> Figure:
-    """A Gantt chart: one row per worker, one bar per task, time measured from the run's start."""
-    ax = _axes(ax, (6.4, 0.9 + 0.5 * max(1, len(tl.workers()))))
+    """A Gantt chart: one row per worker, one bar per task, time measured from the run's start.
+
+    Workers are numbered 1, 2, … in the order they started their first task. Each worker's tasks
+    alternate between two shades, so that two tasks side by side show as two bars; white space
+    is time that worker spent outside any task.
+    """
+    ax = _axes(ax, (6.4, 1.3 + 0.5 * max(1, len(tl.workers()))))
     rows = {pid: row for row, pid in enumerate(tl.workers())}
-    for i, r in enumerate(tl.records):
+    done = dict.fromkeys(rows, 0)  # tasks drawn so far on each worker
+    for r in sorted(tl.records, key=lambda r: r.start):
         ax.barh(rows[r.pid], r.seconds, left=r.start - tl.began, height=0.6,
-                color=("tab:blue", "tab:cyan")[i % 2], edgecolor="white", linewidth=0.5)
-    ax.set_yticks(list(rows.values()), [f"pid {pid}" for pid in rows])
+                color=TASK_SHADES[done[r.pid] % 2], linewidth=0)
+        done[r.pid] += 1
+    ax.set_yticks(list(rows.values()), [f"worker {row + 1}" for row in rows.values()])
     ax.invert_yaxis()
     ax.set_xlim(0, max(tl.span(), 1e-3) * 1.02)
-    ax.set_xlabel("seconds since the run began (white gaps: between tasks)")
+    ax.set_xlabel("seconds since the run began")
+    shades = tuple(Patch(color=colour) for colour in TASK_SHADES)
+    ax.legend([shades, Patch(facecolor="white", edgecolor="lightgrey")],
+              ["one bar per task (shades alternate)", "outside any task"],
+              handler_map={tuple: HandlerTuple(ndivide=None, pad=0)}, fontsize=8,
+              loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=2, frameon=False)
     ax.set_title(title or tl.summary(), fontsize=9)
     return ax.figure
 

@@ -20,14 +20,29 @@ def test_explore_runs_serial_and_parallel_and_agrees():
     assert len(run.timeline.records) == 38  # ceil(300 / 8)
 
 
-def test_describe_reports_times_speedup_and_agreement():
+def test_describe_reports_times_speedup_and_agreement(monkeypatch):
+    monkeypatch.setattr(experiments, "cpu_count", lambda: 2)
     tl = Timeline(began=0.0, records=[TaskRecord(1, 0.0, 1.0, 10)])
     run = experiments.ChunkingRun(2, 8, 30, 10, serial_seconds=2.0, parallel_seconds=1.0, timeline=tl,
                               same_results=True)
     text = experiments.describe_chunking(run)
     assert "serial <b>2.000 s</b>" in text and "2 processes <b>1.000 s</b>" in text
-    assert "speedup <b>2.00×</b> (faster)" in text
+    assert "<b>2.00× faster than serial</b>" in text
     assert "results equal serial: True" in text
+    slower = experiments.describe_chunking(replace(run, parallel_seconds=4.0))
+    assert "<b>2.00× slower than serial</b>" in slower
+    assert "about as fast as serial (1.01×)" in experiments.describe_chunking(replace(run, parallel_seconds=1.98))
+
+
+def test_describe_says_a_speedup_beyond_the_cores_is_not_the_pools_doing(monkeypatch):
+    tl = Timeline(began=0.0, records=[TaskRecord(1, 0.0, 1.0, 10)])
+    run = experiments.ChunkingRun(2, 8, 30, 10, serial_seconds=2.5, parallel_seconds=1.0, timeline=tl,
+                              same_results=True)
+    monkeypatch.setattr(experiments, "cpu_count", lambda: 2)
+    assert "2.50× faster than serial (more than 2 cores can give, so not the pool's doing" in \
+        experiments.describe_chunking(run)
+    monkeypatch.setattr(experiments, "cpu_count", lambda: 1)  # 2 processes on one core: 1 core's worth
+    assert "more than 1 cores can give" in experiments.describe_chunking(replace(run, serial_seconds=1.5))
 
 
 def test_sliders_cover_the_settings():
@@ -43,7 +58,8 @@ def test_run_button_shows_the_new_settings_result():
     explorer.rows.value, explorer.cost_us.value, explorer.chunksize.value = 500, 30, 4
     explorer.run_button.click()
     first_text, first_picture = explorer.readout.value, bytes(explorer.picture.value)
-    assert "speedup" in first_text and "results equal serial: True" in first_text
+    assert "than serial" in first_text or "as fast as serial" in first_text
+    assert "results equal serial: True" in first_text
     assert "125 tasks" in first_text
     assert first_picture.startswith(PNG_MAGIC) and explorer.picture.layout.display == ""
     assert not explorer.run_button.disabled
@@ -72,19 +88,42 @@ def legend_texts(figure: Figure) -> list[str]:
 def test_bars_label_each_speedup():
     fig = plots.bars([Measurement("serial", (2.0,)), Measurement("processes", (1.0,))])
     assert [t.get_text() for t in fig.axes[0].texts] == [" 1.00×", " 2.00×"]
+    assert fig.axes[0].get_xscale() == "linear"
+
+
+def test_bars_mark_a_speedup_beyond_the_cores_and_can_use_a_log_axis():
+    fig = plots.bars([Measurement("serial", (2.2,)), Measurement("2 processes", (1.0,), cores=2),
+                      Measurement("NumPy", (0.01,))], log=True)
+    assert [t.get_text() for t in fig.axes[0].texts] == [" 1.00×", " 2.20× *", " 220.00×"]
+    assert fig.axes[0].get_xscale() == "log"
+    assert fig.axes[0].get_xlim()[0] < 0.01  # the shortest bar shows
+    assert "* more than its cores can give" in fig.axes[0].get_xlabel()
 
 
 def test_speedup_curve_shows_ideal_amdahl_and_measured():
     fig = plots.speedup_curve([1, 2], [1.0, 1.6])
     texts = legend_texts(fig)
-    assert texts[0] == "ideal (speedup = processes)" and texts[2] == "measured"
+    assert texts[0] == "ideal (speedup = processes)" and texts[3] == "measured"
     assert texts[1] == "Amdahl, serial fraction 25.0%"  # 1/1.6 - 1/2 = s · (1 - 1/2)
+    assert texts[2] == "the same, extrapolated beyond 2 processes"
+    fitted, extrapolated = fig.axes[0].get_lines()[1:3]
+    assert list(fitted.get_xdata()) == [1, 2] and fitted.get_linestyle() == "-"
+    assert list(extrapolated.get_xdata()) == list(range(2, 9)) and extrapolated.get_linestyle() == "--"
+
+
+def test_speedup_curve_of_one_process_fits_nothing():
+    assert legend_texts(plots.speedup_curve([1], [1.0])) == ["ideal (speedup = processes)", "measured"]
 
 
 def test_sweep_marks_the_fastest_chunksize():
-    fig = plots.sweep({1: Measurement("1", (3.0,)), 64: Measurement("64", (1.0,)), 4096: Measurement("4096", (2.0,))})
+    fig = plots.sweep({1: Measurement("1", (3.0,)), 64: Measurement("64", (0.5,)), 4096: Measurement("4096", (2.0,))})
     assert legend_texts(fig) == ["fastest: chunksize 64"]
-    assert fig.axes[0].get_xscale() == "log"
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_yscale() == "log"  # 6× apart
+
+
+def test_sweep_keeps_a_narrow_range_of_times_on_a_linear_axis():
+    fig = plots.sweep({1: Measurement("1", (0.63,)), 64: Measurement("64", (0.46,)), 4096: Measurement("4096", (0.5,))})
+    assert fig.axes[0].get_yscale() == "linear" and fig.axes[0].get_ylim()[0] == 0
 
 
 def test_timeline_draws_one_bar_per_task_and_one_row_per_worker():
@@ -93,7 +132,10 @@ def test_timeline_draws_one_bar_per_task_and_one_row_per_worker():
     fig = plots.timeline(tl)
     ax = fig.axes[0]
     assert len(ax.patches) == 3
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["pid 7", "pid 8"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["worker 1", "worker 2"]  # numbers, not pids
+    first, second = (p for p in ax.patches if p.get_y() < 0.5)  # worker 1's two tasks, side by side
+    assert first.get_facecolor() != second.get_facecolor()
+    assert legend_texts(fig) == ["one bar per task (shades alternate)", "outside any task"]
     assert plots.png(fig).startswith(PNG_MAGIC)
 
 
