@@ -9,7 +9,8 @@ experiment           returns                      what it measures
 chunking_experiment  :class:`ChunkingRun`         rows of a chosen cost, serially and with
                                                   ``chunked_map`` at a chunk size (lesson 02)
 queue_experiment     :class:`QueueRun`            a reader, a bounded queue and workers: queue
-                                                  depth and memory over time (lesson 03)
+                                                  depth and memory over time (lesson 03);
+                                                  :func:`queue_rounds` repeats it in turns
 handoff_experiment   :class:`HandoffRun`          an array handed to workers pickled and shared:
                                                   time and memory (lesson 04)
 ===================  ===========================  =================================================
@@ -24,7 +25,7 @@ import functools
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
@@ -39,7 +40,7 @@ from mpdemo.context import cpu_count, get_context, start_process
 from mpdemo.errors import WorkerDied
 from mpdemo.pool import ProcessPool, stop_processes
 from mpdemo.shm import SharedArray, parallel_apply
-from mpdemo.timing import MemoryWatch, Timeline, describe_speedup, memory_mb
+from mpdemo.timing import Measurement, MemoryWatch, Timeline, describe_speedup, memory_mb
 
 # ── Chunking (lesson 02) ─────────────────────────────────────────────────────────────────────
 
@@ -149,6 +150,21 @@ class QueueRun:
         """The parent's memory at its highest during the run, above where it started."""
         return max(s.memory_mb for s in self.samples) - self.samples[0].memory_mb
 
+    def idle_share(self) -> float:
+        """The share of the workers' time without a chunk, while there was work for every one of them.
+
+        A worker is without a chunk from its "done" report to its next "start": while it waits
+        for a chunk to be put, and while the chunk's data comes through the pipe. Counted over the
+        samples until the last ``workers`` chunks have started (from then on, workers run out of
+        work whatever the queue does): 0 means a worker always had its next chunk at once; 0.5
+        means half the workers' time went waiting for chunks.
+        """
+        n_chunks = -(-self.rows // CHUNK_ROWS)
+        early = [s for s in self.samples if s.started <= n_chunks - self.workers]
+        if not early:
+            return 0.0
+        return sum(max(0, self.workers - s.working) for s in early) / (self.workers * len(early))
+
 
 def queue_experiment(workers: int, bound: int, cost_us: float, reader_us: float, rows: int = 2_000) -> QueueRun:
     """Run a reader, a task queue of ``bound`` chunks (0: unbounded) and ``workers`` worker processes.
@@ -211,6 +227,27 @@ def queue_experiment(workers: int, bound: int, cost_us: float, reader_us: float,
                     min(rows, counts["done"] * CHUNK_ROWS))
 
 
+def queue_rounds(workers: int, bounds: Iterable[int], cost_us: float, reader_us: float, *, rounds: int = 3,
+                 rows: int = 2_000) -> dict[int, list[QueueRun]]:
+    """:func:`queue_experiment` for every bound, in turns, ``rounds`` times: ``{bound: [runs]}``.
+
+    Taking turns (as :func:`mpdemo.timing.compare` does) spreads a busy moment of the machine over
+    every bound alike. :func:`queue_times` turns each bound's runs into one measurement.
+    """
+    runs: dict[int, list[QueueRun]] = {bound: [] for bound in bounds}
+    for _ in range(rounds):
+        for bound, done in runs.items():
+            done.append(queue_experiment(workers, bound, cost_us, reader_us, rows))
+    return runs
+
+
+def queue_times(runs: list[QueueRun]) -> Measurement:
+    """The seconds of several runs of one setting as a :class:`~mpdemo.timing.Measurement` (its
+    ``.best`` and ``.spread``), labelled by their queue bound."""
+    bound = runs[0].bound
+    return Measurement(f"bound {bound}" if bound else "unbounded", tuple(run.seconds for run in runs))
+
+
 #: How long the reader waits at a full queue before it checks that the workers are still there.
 PUT_PATIENCE = 0.5
 
@@ -258,8 +295,8 @@ def describe_queue(run: QueueRun) -> str:
     return (f"{run.rows_done:,} of {run.rows:,} rows done in <b>{run.seconds:.2f} s</b>: "
             f"<b>{run.throughput:,.0f} rows/s</b> · queue bound <b>{run.bound_text}</b><br>"
             f"deepest queue {run.deepest()} chunks · the reader waited at a full queue for "
-            f"{run.reader_waited:.2f} s ({share:.0%} of the run) · parent memory peak "
-            f"+{run.memory_growth_mb():.0f} MB")
+            f"{run.reader_waited:.2f} s ({share:.0%} of the run) · the workers had no chunk "
+            f"{run.idle_share():.0%} of the time · parent memory peak +{run.memory_growth_mb():.0f} MB")
 
 
 # ── Handing an array over, pickled or shared (lesson 04) ─────────────────────────────────────
@@ -287,7 +324,7 @@ class HandoffRun:
 
 
 def handoff_experiment(size_mb: float, processes: int, *, func: Callable[[np.ndarray], Any] = np.sum,
-                       executor: Executor | ProcessPool | None = None) -> HandoffRun:
+                       executor: Executor | ProcessPool | None = None, repeats: int = 1) -> HandoffRun:
     """Give each of ``processes`` workers one row block of a ``size_mb`` MB array, two ways.
 
     **Pickled**: each block is an argument of ``chunked_map``, pickled by the caller, sent through
@@ -297,23 +334,29 @@ def handoff_experiment(size_mb: float, processes: int, *, func: Callable[[np.nda
     its block (default ``np.sum``: every value is read) and sends back the result; both ways
     must equal ``func`` applied here. The pool is started and warmed first (or pass
     ``executor``), so the times hold the hand-off and the work, not starting processes; memory
-    is sampled meanwhile (:class:`~mpdemo.timing.MemoryWatch`).
+    is sampled meanwhile (:class:`~mpdemo.timing.MemoryWatch`). With ``repeats``, each way runs
+    that many times, in turns: the times are the best (noise only ever adds time), the memory
+    the highest peak.
     """
     array = data.make_array(max(1, round(size_mb * 2**20 / (8 * COLUMNS))), COLUMNS)
     blocks = [array[start:stop] for start, stop in row_blocks(len(array), processes)]
     expected = [func(block) for block in blocks]
+    seconds: dict[str, list[float]] = {"pickled": [], "shared": []}
+    peaks: dict[str, list[float]] = {"pickled": [], "shared": []}
+    same = True
     with workers_kept(executor, processes) as pool, SharedArray.from_array(array) as shared:
-        with MemoryWatch() as pickled_memory:
-            start = time.perf_counter()
-            pickled = chunked_map(func, blocks, processes=processes, chunksize=1, executor=pool)
-            pickled_seconds = time.perf_counter() - start
-        with MemoryWatch() as shared_memory:
-            start = time.perf_counter()
-            from_shared = parallel_apply(func, shared, processes=processes, executor=pool)
-            shared_seconds = time.perf_counter() - start
-    same = _equal(pickled, expected) and _equal(from_shared, expected)
-    return HandoffRun(array.nbytes / 2**20, processes, pickled_seconds, shared_seconds, pickled_memory.extra_mb(),
-                      shared_memory.extra_mb(), same)
+        ways = {"pickled": lambda: chunked_map(func, blocks, processes=processes, chunksize=1, executor=pool),
+                "shared": lambda: parallel_apply(func, shared, processes=processes, executor=pool)}
+        for _ in range(repeats):
+            for way, hand_over in ways.items():
+                with MemoryWatch() as memory:
+                    start = time.perf_counter()
+                    results = hand_over()
+                    seconds[way].append(time.perf_counter() - start)
+                peaks[way].append(memory.extra_mb())
+                same = same and _equal(results, expected)
+    return HandoffRun(array.nbytes / 2**20, processes, min(seconds["pickled"]), min(seconds["shared"]),
+                      max(peaks["pickled"]), max(peaks["shared"]), same)
 
 
 def _equal(results: list, expected: list) -> bool:

@@ -327,20 +327,24 @@ def run(settings: CsvSettings, counts: Counts) -> Iterator[Any]:
 
     with workers_for(settings.executor, settings.processes) as workers, \
             tqdm(total=settings.stamp.size, disable=not settings.progress, unit="B", unit_scale=True) as bar:
-        for chunk, _, done in in_flight(workers, reader, call_for, settings.window, ordered=settings.ordered):
+        for chunk, call, done in in_flight(workers, reader, call_for, settings.window, ordered=settings.ordered):
             bar.update(chunk.size)
-            yield from hand_over(done, settings, counts)
+            yield from hand_over(done, settings, counts, call)
         check_unchanged(settings.path, settings.stamp, stamp_of(settings.path))
         bar.update(bar.total - bar.n)  # what follows the last row (line breaks) counts too
 
 
-def hand_over(done: ChunkDone, settings: CsvSettings, counts: Counts) -> Iterator[Any]:
-    """Account for one chunk, then yield its results; raise its error, if it has one."""
+def hand_over(done: ChunkDone, settings: CsvSettings, counts: Counts, call: Call) -> Iterator[Any]:
+    """Account for one chunk, then yield its results; raise its error, if it has one. The chunk's
+    record gets the caller's pickling: the chunk's (``call``) and the unpickling of its results."""
     counts.rows_read += done.rows
     counts.skipped += done.skipped
+    clock = time.perf_counter()
+    results = pickle.loads(done.results) if isinstance(done.results, bytes) else done.results
     if settings.timeline is not None:
-        settings.timeline.append(done.record)
-    yield from pickle.loads(done.results) if isinstance(done.results, bytes) else done.results
+        caller = call.caller_seconds + (time.perf_counter() - clock if isinstance(done.results, bytes) else 0.0)
+        settings.timeline.append(done.record._replace(caller_pickling=caller))
+    yield from results
     if done.row_error is not None:
         line, error, worker_traceback = done.row_error
         if isinstance(error, NotSendable):

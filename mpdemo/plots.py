@@ -163,28 +163,26 @@ def png(figure: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
-def queue_depth(run, *, title: str = "", ax: Axes | None = None) -> Figure:
-    """A queue explorer run (``mpdemo.widgets.QueueRun``) over time: chunks waiting in the queue
-    and being worked on (stacked), the queue's bound, and the parent's memory on a second axis."""
-    ax = _axes(ax)
+def queue_depth(run, *, title: str = "") -> Figure:
+    """A queue explorer run (``mpdemo.experiments.QueueRun``) over time, in two panels that share the
+    time axis: above, the chunks waiting in the queue and being worked on (stacked) and the queue's
+    bound; below, the parent's memory above where it started."""
+    figure = Figure(figsize=(6.4, 4.2), layout="constrained")
+    chunks, memory = figure.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     times = [s.seconds for s in run.samples]
-    ax.stackplot(times, [s.waiting for s in run.samples], [s.working for s in run.samples], step="post",
-                 colors=["tab:orange", "tab:blue"], labels=["waiting in the queue", "being worked on"])
+    chunks.stackplot(times, [s.waiting for s in run.samples], [s.working for s in run.samples], step="post",
+                     colors=["tab:orange", "tab:blue"], labels=["waiting in the queue", "being worked on"])
     if run.bound:
-        ax.axhline(run.bound, color="tab:red", linestyle="--", label=f"queue bound ({run.bound})")
-    ax.set_xlabel("seconds since the reader started")
-    ax.set_ylabel("chunks")
-    memory = ax.twinx()
-    memory.plot(times, [s.memory_mb - run.samples[0].memory_mb for s in run.samples], color="black",
-                linewidth=1, label="parent memory (MB above start)")
-    memory.set_ylabel("parent memory (MB above start)")
+        chunks.axhline(run.bound, color="tab:red", linestyle="--", label=f"queue bound ({run.bound})")
+    chunks.set_ylabel("chunks")
+    chunks.legend(loc="upper right", fontsize=8)
+    memory.plot(times, [s.memory_mb - run.samples[0].memory_mb for s in run.samples], color="black", linewidth=1)
+    memory.set_ylabel("parent memory\n(MB above start)")
     memory.set_ylim(bottom=min(0.0, memory.get_ylim()[0]))
-    handles = ax.get_legend_handles_labels()[0] + memory.get_legend_handles_labels()[0]
-    ax.legend(handles, [h.get_label() for h in handles], loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2,
-              fontsize=8)
-    ax.set_title(title or f"{run.workers} workers, queue bound {run.bound_text}: {run.throughput:,.0f} rows/s",
-                 fontsize=9)
-    return ax.figure
+    memory.set_xlabel("seconds since the reader started")
+    chunks.set_title(title or f"{run.workers} workers, queue bound {run.bound_text}: {run.throughput:,.0f} rows/s",
+                     fontsize=9)
+    return figure
 
 
 # --- Lessons 06 and 07: where a parallel run's time went; the contenders side by side -----------------------
@@ -255,7 +253,7 @@ WAY_COLOURS = {"pickled": "tab:orange", "shared": "tab:blue"}
 
 
 def handoff(run, *, title: str = "") -> Figure:
-    """One shared-memory explorer run (``mpdemo.widgets.HandoffRun``): the time and the extra memory
+    """One shared-memory explorer run (``mpdemo.experiments.HandoffRun``): the time and the extra memory
     of each way, side by side (times on a log scale: they can differ a hundredfold)."""
     figure = Figure(figsize=(8, 2.2), layout="constrained")
     times, memory = figure.subplots(1, 2)
@@ -279,7 +277,7 @@ def handoff(run, *, title: str = "") -> Figure:
 
 
 def handoff_sweep(runs: Sequence, *, title: str = "") -> Figure:
-    """Several hand-offs (``mpdemo.widgets.HandoffRun``) by array size: the time of each way (log
+    """Several hand-offs (``mpdemo.experiments.HandoffRun``) by array size: the time of each way (log
     scale) and its extra memory (log scale above 1 MB, linear below, so that 0 shows)."""
     figure = Figure(figsize=(9, 3.2), layout="constrained")
     times, memory = figure.subplots(1, 2)
@@ -296,6 +294,8 @@ def handoff_sweep(runs: Sequence, *, title: str = "") -> Figure:
     memory.set_ylabel("extra memory at the peak (MB)")
     for ax in (times, memory):
         ax.set_xscale("log")
+        ax.set_xticks(sizes, [f"{size:,.3g}" for size in sizes])  # the sizes measured, not powers of ten
+        ax.minorticks_off()
         ax.set_xlabel("array size (MB, log scale)")
         ax.legend(fontsize=8)
     figure.suptitle(title or f"handing an array to {runs[0].processes} workers", fontsize=9)

@@ -151,6 +151,7 @@ def test_a_fast_reader_fills_a_bounded_queue_and_waits_an_unbounded_one_holds_ev
     assert bounded.reader_waited > 0.5 * bounded.seconds  # backpressure: the reader spent the run waiting
     assert 2 <= bounded.deepest() <= 3  # the bound, and the moment before a worker's "start" arrives
     assert unbounded.reader_waited < 0.1 and unbounded.deepest() >= 15  # 20 chunks, queued at once
+    assert bounded.idle_share() < 0.25 and unbounded.idle_share() < 0.25  # a fast reader: a chunk was ready
     chunk_mb = experiments.CHUNK_BYTES / 2**20
     assert unbounded.memory_growth_mb() > 10 * chunk_mb > bounded.memory_growth_mb()
 
@@ -162,6 +163,7 @@ def test_describe_queue_reports_throughput_bound_and_waiting():
     text = experiments.describe_queue(run)
     assert "1,000 of 1,000 rows done in <b>2.00 s</b>: <b>500 rows/s</b> · queue bound <b>4 chunks</b>" in text
     assert "deepest queue 3 chunks" in text and "for 1.50 s (75% of the run)" in text and "+4 MB" in text
+    assert "the workers had no chunk 75% of the time" in text  # 2 idle, then 1: (2 + 1) of 2 × 2
     assert "queue bound <b>unbounded</b>" in experiments.describe_queue(replace(run, bound=0))
 
 
@@ -176,7 +178,18 @@ def test_queue_explorer_run_button_shows_readout_and_plot():
     assert bytes(explorer.picture.value).startswith(PNG_MAGIC)
     sample = experiments.QueueSample(0, 1, 1, 0, 50.0)
     figure = plots.queue_depth(experiments.QueueRun(1, 8, 1, 1, 10, 1.0, 0.0, [sample], 10))
-    assert legend_texts(figure)[:3] == ["waiting in the queue", "being worked on", "queue bound (8)"]
+    assert legend_texts(figure) == ["waiting in the queue", "being worked on", "queue bound (8)"]
+    chunks, memory = figure.axes  # memory in a panel of its own, on the same time axis: no twin axis
+    assert memory.get_ylabel().startswith("parent memory") and chunks.get_shared_x_axes().joined(chunks, memory)
+
+
+def test_queue_rounds_take_turns_and_give_one_measurement_per_bound():
+    runs = experiments.queue_rounds(1, (2, 0), cost_us=10, reader_us=1, rounds=2, rows=200)
+    assert list(runs) == [2, 0] and all(len(done) == 2 and all(r.rows_done == 200 for r in done)
+                                        for done in runs.values())
+    times = experiments.queue_times(runs[0])
+    assert times.label == "unbounded" and times.times == tuple(r.seconds for r in runs[0])
+    assert experiments.queue_times(runs[2]).label == "bound 2"
 
 
 # ── The shared-memory explorer (lesson 04) ───────────────────────────────────────────────────
@@ -192,6 +205,22 @@ def test_shm_explore_hands_the_array_over_both_ways_and_pickling_costs_memory():
 
 def test_shm_explore_checks_any_block_function_against_serial():
     assert experiments.handoff_experiment(1, processes=2, func=len).same_results
+
+
+def test_a_repeated_handoff_runs_each_way_that_many_times(monkeypatch):
+    calls = {"pickled": 0, "shared": 0}
+    real_map, real_apply = experiments.chunked_map, experiments.parallel_apply
+
+    def counted(way, real):
+        def call(*args, **kwargs):
+            calls[way] += 1
+            return real(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(experiments, "chunked_map", counted("pickled", real_map))
+    monkeypatch.setattr(experiments, "parallel_apply", counted("shared", real_apply))
+    run = experiments.handoff_experiment(1, processes=1, repeats=3)
+    assert calls == {"pickled": 3, "shared": 3} and run.same_results
 
 
 def test_describe_handoff_reports_both_ways_and_the_ratio():
