@@ -70,6 +70,20 @@ def wait_until(condition: Callable[[], object], timeout: float) -> bool:
     return True
 
 
+def end_child_and_orphans(child, workers: list[psutil.Process]) -> None:
+    """Kill a child program and any of its workers it left behind (orphans are nobody's children,
+    so the leftover check after the test would not see them)."""
+    child.kill()
+    child.wait()
+    if child.stdout is not None:
+        child.stdout.close()
+    for worker in workers:
+        try:
+            worker.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 def live_children(grace: float = 5.0, known: frozenset[int] = frozenset()) -> list[psutil.Process]:
     """Worker processes of this one not in ``known``, still running after up to ``grace`` seconds."""
     wait_until(lambda: not worker_processes(known=known), grace)

@@ -185,7 +185,7 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
     for good (make a new one). Thread pools and other executors are left running; their chunks
     not yet started are cancelled.
     """
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     n_items = item_count(items)
     chunksize = chosen_chunksize(chunksize, n_items, processes)
     method = pickling_method(executor)  # None: nothing is pickled here
@@ -388,7 +388,7 @@ def suggest_chunksize(func: Callable[[Any], Any], items: Sequence, processes: in
     of the work needs ``c ≥ o·p / (t·overhead_share)``. Chunks larger than Pool.map's rule would
     give each worker fewer than four chunks and invite load imbalance, so that rule is the cap.
     """
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     per_item = item_cost(func, items)
     with workers_kept(executor, processes) as pool:
         per_task = task_overhead(pool, processes)
@@ -406,7 +406,7 @@ def chunksize_sweep(func: Callable[[Any], Any], items: Sequence, chunksizes: Ite
     program slows one repeat of several sizes rather than every repeat of one size. Read
     ``.best`` of each measurement: the minimum avoids jitter.
     """
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     chunksizes = list(chunksizes)
     with workers_kept(executor, processes) as pool:
         calls = {f"chunksize {c}": functools.partial(chunked_map, func, items, processes=processes, chunksize=c,

@@ -100,10 +100,12 @@ def require_whole(name: str, value: Any, *, also: str = "") -> None:
         raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
-def process_count(processes: int | None) -> int:
-    """``processes`` checked, or :func:`cpu_count` when it is None: how many workers to start."""
+def process_count(processes: int | None, executor: object = None) -> int:
+    """``processes`` checked; when it is None, the size of a kept ``mpdemo.ProcessPool`` passed as
+    ``executor``, else :func:`cpu_count`: how many workers a call uses."""
     if processes is None:
-        return cpu_count()
+        kept = getattr(executor, "processes", None)  # an mpdemo.ProcessPool knows its size
+        return kept if isinstance(kept, int) else cpu_count()
     require_whole("processes", processes)
     return int(processes)
 

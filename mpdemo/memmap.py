@@ -160,7 +160,7 @@ def file_apply(func: Callable[[np.ndarray], Any], path: str | os.PathLike, *, pr
     :func:`mpdemo.chunked_map` (``executor`` and ``timeline`` as there); a failing range raises
     :class:`~mpdemo.errors.BlockError` naming its rows.
     """
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     layout = npy_layout(path)
     window_rows = None if window_mb is None else max(1, int(window_mb * 2**20 // max(1, layout.row_bytes)))
     task = functools.partial(reduce_rows, func, str(path), window_rows)

@@ -120,7 +120,7 @@ class CsvSettings:
                 chunksize: int | None = None, on_error: str = "raise", ordered: bool = True, header: bool = True,
                 progress: bool = False, feed: str = "rows", timeline: Timeline | None = None,
                 executor: Executor | ProcessPool | None = None) -> CsvSettings:
-        processes = process_count(processes)
+        processes = process_count(processes, executor)
         if chunksize is not None:
             require_whole("chunksize", chunksize, also="None")
         _require_choice(on_error=(on_error, ON_ERROR), feed=(feed, FEEDS))

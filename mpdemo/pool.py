@@ -212,7 +212,8 @@ class Worker:
 
 def _sender(tasks: Connection, outbox: queue.SimpleQueue) -> None:
     """A worker's sender thread: write each message into its task pipe, however long that takes;
-    at ``None``, close the pipe (only this thread writes to it, so only it may close it)."""
+    at ``None``, close the pipe. (The caller writes small tasks itself, but only while this thread
+    has nothing to write, and never after asking it to stop: so closing here is safe.)"""
     try:
         while (message := outbox.get()) is not None:
             tasks.send_bytes(message)

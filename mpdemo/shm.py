@@ -343,7 +343,7 @@ def parallel_apply(func: Callable[[np.ndarray], Any], array: SharedArray | np.nd
     Ctrl-C and anything that cannot be pickled behave as in ``chunked_map``; the blocks are
     unlinked whatever happens.
     """
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     if blocks is not None:
         require_whole("blocks", blocks)
     if out is not None and not isinstance(out, SharedArray):

@@ -18,7 +18,6 @@ naming the item, line or rows, and no process or /dev/shm entry left (the root c
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import signal
@@ -35,7 +34,7 @@ import psutil
 import pytest
 
 import mpdemo
-from conftest import wait_until, worker_processes
+from conftest import end_child_and_orphans, wait_until, worker_processes
 from mpdemo import memmap, workloads
 from mpdemo.sandbox import stop_process_group
 
@@ -358,12 +357,7 @@ def test_workers_leave_within_seconds_when_their_caller_is_killed(api: str, pool
         _, alive = psutil.wait_procs(workers, timeout=5)
         assert not alive, f"workers still running 5 s after their caller was killed: {alive}"
     finally:
-        child.kill()
-        child.wait()
-        child.stdout.close()
-        for worker in workers:  # orphans are nobody's children: the leftover check would miss them
-            with contextlib.suppress(psutil.NoSuchProcess):
-                worker.kill()
+        end_child_and_orphans(child, workers)
 
 
 STARTING = """

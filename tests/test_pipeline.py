@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import codecs
 import collections
-import contextlib
 import csv
 import functools
 import gc
@@ -27,7 +26,7 @@ import pytest
 from tqdm import tqdm
 
 import mpdemo
-from conftest import wait_until, worker_processes
+from conftest import end_child_and_orphans, wait_until, worker_processes
 from mpdemo import FileChanged, NotSendable, RowError, SplitError, WorkerDied, data, pipeline, workloads
 from mpdemo.chunking import CHUNKS_IN_FLIGHT_PER_PROCESS
 from mpdemo.pipeline import CsvJob, CsvSettings, byte_ranges, process_csv, records, stream_csv
@@ -462,12 +461,7 @@ def test_workers_leave_when_their_parent_is_killed(orders):
         _, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, alive
     finally:
-        child.kill()
-        child.wait()
-        child.stdout.close()
-        for worker in workers:  # orphans are nobody's children: the leftover check would miss them
-            with contextlib.suppress(psutil.NoSuchProcess):
-                worker.kill()
+        end_child_and_orphans(child, workers)
 
 
 # ── Faults found by probing (issue 14) ───────────────────────────────────────────────────────
