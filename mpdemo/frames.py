@@ -176,17 +176,14 @@ def frame_apply(func: Callable[[pd.DataFrame], Any], df: pd.DataFrame, *, proces
                 progress: bool = False, timeline: Timeline | None = None) -> pd.DataFrame | pd.Series:
     """``func(df)``, computed on chunks of rows by worker processes and put back together in order.
 
-    func: ``func(chunk) -> DataFrame | Series`` whose rows keep their index labels: a function
-        that works row by row (``chunk.apply(f, axis=1)``, column arithmetic) or keeps some rows
-        (a filter). It must be importable by the workers (a module's function, not a lambda).
-    df: a ``pandas.DataFrame``; its index, dtypes and categories reach the workers unchanged.
+    func: ``func(chunk) -> DataFrame | Series`` that keeps its rows' index labels: row by row
+        (``chunk.apply(f, axis=1)``, column arithmetic) or a filter; from a module, not a lambda.
+    chunksize: rows per chunk; ``"auto"``: about four chunks per process, at most ``MAX_CHUNK_MB``.
     processes, executor, progress, timeline: as for :func:`mpdemo.chunked_map`.
-    chunksize: rows per chunk; ``"auto"`` is Pool.map's rule (about four chunks per process), at
-        most about ``MAX_CHUNK_MB`` of the frame a chunk.
 
-    Raises :class:`~mpdemo.errors.FrameError` naming the index label and position of the row
-    ``func`` failed on; :class:`~mpdemo.errors.NotSendable` for a function, a value or a result
-    that cannot travel; :class:`~mpdemo.errors.WorkerDied` within moments when a worker dies.
+    Raises :class:`~mpdemo.errors.FrameError` naming the index label and position of the row that
+    failed, :class:`~mpdemo.errors.NotSendable` for a function, value or result that cannot travel,
+    :class:`~mpdemo.errors.WorkerDied` within moments when a worker dies.
     """
     df = require_frame(df)
     processes = process_count(processes)
