@@ -8,8 +8,9 @@ import inspect
 from mpdemo.checks import check
 from mpdemo.chunking import chunked_map, default_chunksize, suggest_chunksize
 from mpdemo.context import cpu_count, get_context, start_method
-from mpdemo.errors import (BlockError, FileChanged, NotEnoughSharedMemory, NotSendable, RowError, SplitError,
-                           WorkerDied, WorkerError)
+from mpdemo.errors import (BlockError, FileChanged, FrameError, NotEnoughSharedMemory, NotSendable, RowError,
+                           SplitError, WorkerDied, WorkerError)
+from mpdemo.frames import frame_apply, process_parquet
 from mpdemo.pipeline import CsvStream, PipelineResult, process_csv, stream_csv
 from mpdemo.pool import ProcessPool
 from mpdemo.shm import SharedArray, parallel_apply
@@ -29,6 +30,7 @@ __all__ = [
     "BlockError",
     "CsvStream",
     "FileChanged",
+    "FrameError",
     "NotEnoughSharedMemory",
     "NotSendable",
     "PipelineResult",
@@ -42,9 +44,11 @@ __all__ = [
     "chunked_map",
     "cpu_count",
     "default_chunksize",
+    "frame_apply",
     "get_context",
     "parallel_apply",
     "process_csv",
+    "process_parquet",
     "show",
     "start_method",
     "stream_csv",

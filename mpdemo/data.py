@@ -20,6 +20,7 @@ missing field) so the lessons can show error handling.
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import random
 from collections.abc import Callable
@@ -141,20 +142,107 @@ def measurements_npy(rows: int, cols: int = 128, *, seed: int = 0) -> Path:
     return path
 
 
+# ── Lesson 08: the orders as Parquet ─────────────────────────────────────────────────────────
+
+#: The types of the orders CSV's columns, given to pyarrow rather than guessed from the first block.
+ORDER_TYPES = {"order_id": "int64", "customer": "string", "city": "string", "quantity": "int64",
+               "unit_price": "float64", "note": "string"}
+#: Row groups in the lesson's Parquet files, unless asked otherwise: several per worker.
+ROW_GROUPS = 20
+
+
+def csv_to_parquet(csv_path: str | os.PathLike, parquet_path: str | os.PathLike, *, row_group_rows: int,
+                   column_types: dict[str, str] | None = None, block_mb: float = 4) -> Path:
+    """Convert a CSV file to Parquet once, in bounded memory, in row groups of ``row_group_rows`` rows.
+
+    pyarrow's streaming CSV reader parses ``block_mb`` of the file at a time (in C++, quoted line
+    breaks included); the rows are written out as soon as a row group is full, so memory holds
+    about one block and one row group, whatever the size of the file. ``column_types`` (by
+    column: ``"int64"``, ``"float64"``, ``"string"``...) fixes the types instead of letting pyarrow
+    guess them from the first block; the last row group holds what is left.
+    """
+    pa, pacsv, pq = _pyarrow()
+    types = {name: pa.type_for_alias(kind) for name, kind in (column_types or {}).items()}
+    reader = pacsv.open_csv(csv_path, read_options=pacsv.ReadOptions(block_size=int(block_mb * 2**20)),
+                            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                            convert_options=pacsv.ConvertOptions(column_types=types))
+    pending = pa.Table.from_batches([], reader.schema)  # rows read, not yet written: less than a row group
+    with pq.ParquetWriter(parquet_path, reader.schema) as writer:
+        for batch in reader:
+            pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+            full = pending.num_rows // row_group_rows * row_group_rows
+            if full:
+                writer.write_table(pending.slice(0, full), row_group_size=row_group_rows)
+                pending = pending.slice(full)
+        if pending.num_rows:
+            writer.write_table(pending, row_group_size=row_group_rows)
+    return Path(parquet_path)
+
+
+def _pyarrow():
+    """pyarrow's modules for CSV and Parquet (imported here: only lesson 08 needs them)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        import pyarrow.parquet as pq
+    except ImportError as missing:
+        raise ImportError("lesson 08's Parquet files need pyarrow: pip install -e '.[notebooks]' in a clone of the "
+                          "course, or use its conda environment") from missing
+    return pa, pacsv, pq
+
+
+def parquet_name(n: int, seed: int, row_group_rows: int) -> str:
+    return f"orders_{n}_s{seed}_rg{row_group_rows}.parquet"
+
+
+def orders_parquet(n: int, *, seed: int = 0, row_group_rows: int | None = None) -> Path:
+    """The path of the orders of :func:`orders_csv` as a Parquet file in :func:`data_dir`, written if
+    missing (by converting that CSV with :func:`csv_to_parquet`).
+
+    ``row_group_rows``: rows per row group; by default the file has :data:`ROW_GROUPS` of them.
+    """
+    row_group_rows = row_group_rows or max(1, -(-n // ROW_GROUPS))
+    path = data_dir() / parquet_name(n, seed, row_group_rows)
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        csv_to_parquet(orders_csv(n, seed=seed), partial, row_group_rows=row_group_rows, column_types=ORDER_TYPES)
+        partial.replace(path)
+    return path
+
+
+def orders_frame(n: int, *, seed: int = 0):
+    """The orders of :func:`orders_parquet` as a pandas DataFrame, indexed by order labels such as
+    ``"ORD-000001"``, with ``city`` as a categorical column: the frame lesson 08 sends to workers."""
+    import pandas as pd
+
+    frame = pd.read_parquet(orders_parquet(n, seed=seed))
+    frame.index = "ORD-" + frame["order_id"].astype(str).str.zfill(6)
+    frame.index.name = "order"
+    frame["city"] = frame["city"].astype("category")
+    return frame
+
+
 #: The orders CSV rows and the .npy rows (1 KB each: 256 MB and 1 GB, notebook 05) of each size.
 DATA_ROWS = {"small": (20_000, 2**18), "full": (1_000_000, 2**20)}
+#: Lesson 08's orders rows of each size: the side-by-side (the others are DATA_ROWS' orders).
+FRAME_ROWS = {"small": 20_000, "full": 200_000}
 
 
 def data_files(kind: str | None = None) -> dict[Path, Callable[[], Path]]:
     """The data files the notebooks use for ``kind`` (default ``MPDEMO_SIZE``), each with the call
     that writes it."""
     rows, npy_rows = DATA_ROWS[kind or size()]
+    frame_rows = FRAME_ROWS[kind or size()]
     folder = data_dir()
-    return {
+    files = {
         folder / orders_name(rows, 0, 0): lambda: orders_csv(rows),
         folder / orders_name(rows, 0, 997): lambda: orders_csv(rows, bad_every=997),
         folder / measurements_name(npy_rows, 128, 0): lambda: measurements_npy(npy_rows),
     }
+    for n in dict.fromkeys([rows, frame_rows]):  # lesson 08: the orders as Parquet (and the CSV they come from)
+        files[folder / orders_name(n, 0, 0)] = functools.partial(orders_csv, n)
+        files[folder / parquet_name(n, 0, max(1, -(-n // ROW_GROUPS)))] = functools.partial(orders_parquet, n)
+    return files
 
 
 def missing_data(kind: str | None = None) -> list[Path]:

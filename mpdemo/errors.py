@@ -7,10 +7,10 @@ A parallel call can fail in three places, and each has its error::
       ValueError: a bad setting       │ NotSendable: a function, │ WorkerError: the row function
       SplitError: a CSV that byte     │   item or result cannot  │   raised (RowError: on a CSV
         ranges cannot cut safely      │   be pickled, or spawn   │   line; BlockError: on a row
-      FileChanged: the input changed  │   workers cannot import  │   block)
-        while it was read             │   it                     │ WorkerDied: the process itself
-      NotEnoughSharedMemory: /dev/shm │                          │   ended (a signal, os._exit)
-        cannot hold the block         │                          │
+      FileChanged: the input changed  │   workers cannot import  │   block; FrameError: on a
+        while it was read             │   it                     │   DataFrame's row)
+      NotEnoughSharedMemory: /dev/shm │                          │ WorkerDied: the process itself
+        cannot hold the block         │                          │   ended (a signal, os._exit)
 
 **Worker errors carry the original.** ``WorkerError.error`` is the exception the row function
 raised, chained as ``__cause__``; its own ``__cause__`` is a :class:`WorkerTraceback` holding the
@@ -72,6 +72,25 @@ class BlockError(WorkerError):
     def __str__(self) -> str:
         start, stop = self.rows
         return f"rows {start:,}–{stop - 1:,} raised {type(self.error).__name__}: {self.error}"
+
+
+class FrameError(WorkerError):
+    """A DataFrame function raised on a row (``frame_apply``, ``process_parquet``). ``label`` is the
+    row's index label, ``index`` its position (in the frame, or in the file), ``where`` both in words.
+
+    The function ran on a whole chunk; the worker found the row by running it again on halves of
+    the chunk. When no single row fails alone, ``label`` is None and ``where`` names the chunk.
+    """
+
+    def __init__(self, where: str, label: object, index: int, error: BaseException) -> None:
+        super().__init__(index, error)
+        self.where, self.label = where, label
+
+    def __str__(self) -> str:
+        return f"{self.where}: {type(self.error).__name__}: {self.error}"
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.where, self.label, self.index, self.error)
 
 
 class WorkerDied(BrokenProcessPool):

@@ -317,3 +317,98 @@ def what_arrived(array: np.ndarray) -> str:
     if isinstance(array, np.memmap):
         return f"np.memmap of {os.path.basename(array.filename)} ({array.nbytes / 2**20:,.0f} MB, no copy)"
     return f"np.ndarray, a copy unpickled here ({array.nbytes / 2**20:,.0f} MB)"
+
+
+# --- Lesson 08 (DataFrames and columnar files): row and frame functions -----------------------------------------
+#
+# The same order value three ways: a Python function of one row (`order_value`, for df.apply and
+# polars' map_elements), column expressions over a whole frame (`order_values`), and SQL
+# (`ORDER_VALUE_SQL`, for DuckDB). All three give the same numbers, to the last bit.
+
+#: The discount on orders whose note mentions a gift.
+GIFT_DISCOUNT = 0.9
+
+
+def order_value(row) -> float:
+    """quantity × unit_price of one order, less 10% when its note mentions a gift.
+
+    ``row`` is anything with the order's fields by name: a pandas row (``df.apply(order_value,
+    axis=1)``) or a dict (polars' ``map_elements`` on a struct). A quantity below 1 is an error.
+    """
+    quantity = row["quantity"]
+    if quantity < 1:
+        raise ValueError(f"quantity {quantity} is not a positive number of items")
+    return quantity * row["unit_price"] * (GIFT_DISCOUNT if "gift" in row["note"] else 1.0)
+
+
+def busy_order_value(row, loops: int = 1_000) -> float:
+    """:func:`order_value` after ``loops`` iterations of :func:`cpu_bound`: a row function whose
+    Python work per row is of a chosen cost (:func:`loops_for`), standing in for work that no column
+    expression can do (a parser, a library call per row)."""
+    cpu_bound(0, loops)
+    return order_value(row)
+
+
+def apply_rows(frame, func=order_value):
+    """``frame.apply(func, axis=1)``: ``func`` on every row of a DataFrame, in Python, one row at a time.
+
+    ``result_type="reduce"`` makes an empty frame give an empty Series too, as a longer one does.
+    Use it with ``functools.partial(apply_rows, func=...)`` for ``frame_apply``, ``process_parquet``
+    and dask's ``map_partitions``.
+    """
+    return frame.apply(func, axis=1, result_type="reduce")
+
+
+def order_values(frame):
+    """:func:`order_value` of every row at once, as column expressions: no Python per row."""
+    if (frame["quantity"] < 1).any():
+        raise ValueError("a quantity is not a positive number of items")
+    gift = frame["note"].str.contains("gift", regex=False)
+    return frame["quantity"] * frame["unit_price"] * np.where(gift, GIFT_DISCOUNT, 1.0)
+
+
+#: :func:`order_value` in SQL, for DuckDB: ``SELECT {ORDER_VALUE_SQL} FROM read_parquet(...)``.
+ORDER_VALUE_SQL = f"quantity * unit_price * CASE WHEN contains(note, 'gift') THEN {GIFT_DISCOUNT} ELSE 1.0 END"
+
+
+def city_totals(batch):
+    """The order value of a batch of orders, summed by city: a small result from any number of rows.
+
+    Partial totals of disjoint batches add up: ``pd.concat(totals).groupby(level=0).sum()``.
+    """
+    return order_values(batch).groupby(batch["city"]).sum()
+
+
+def matrix_products(seed: int, size: int = 400, repeats: int = 8) -> float:
+    """``repeats`` products of two random ``size × size`` matrices (NumPy's ``@``, which is BLAS).
+
+    BLAS runs each product on a thread pool of its own, one thread per core by default. Returns
+    the trace of the last product, so that runs can be compared.
+    """
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((size, size)), rng.standard_normal((size, size))
+    for _ in range(repeats):
+        product = a @ b
+    return float(np.trace(product))
+
+
+def with_thread_limit(item, func, threads: int = 1):
+    """``func(item)`` with this process's native thread pools (BLAS, OpenMP) limited to ``threads``.
+
+    threadpoolctl finds the thread pools of the libraries loaded in this process and sets their
+    size for the ``with`` block: inside a worker, it limits that worker alone.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        return func(item)
+
+
+def native_threads(_item=None) -> dict[str, int]:
+    """How many threads this process's native thread pools would use: BLAS (NumPy's ``@``) and
+    Arrow (pyarrow's reading and compute). Run it in workers to see what each of them has."""
+    import pyarrow
+    from threadpoolctl import threadpool_info
+
+    blas = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return {"blas": max(blas, default=1), "arrow": pyarrow.cpu_count()}

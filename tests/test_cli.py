@@ -81,7 +81,8 @@ def test_bench_compares_every_contender_then_runs_every_figure(tmp_path):
                    "1  caller's peak memory", "1b largest worker's peak memory", "2  CPU-heavy rows, 2 workers",
                    '3  light rows, feed="rows" time / feed="ranges" time',
                    "1  hand-off alone (len), pickled time / shared time", "2  peak memory with shared memory",
-                   "3  score_rows (Python, per row), parallel_apply"):
+                   "3  score_rows (Python, per row), parallel_apply",
+                   "1  CPU-heavy rows, frame_apply on 2 workers", "2  process_parquet peak memory (caller + workers)"):
         assert figure in summary
     assert "mpire: results equal serial: True" in scripts
     assert "results equal serial: False" not in scripts

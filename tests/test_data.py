@@ -72,7 +72,8 @@ def test_data_command_generates_the_small_files(tmp_path):
                             capture_output=True, text=True, timeout=120, env=env)
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["measurements_262144x128_s0.npy", "orders_20000_s0_bad0.csv", "orders_20000_s0_bad997.csv"]
+    assert names == ["measurements_262144x128_s0.npy", "orders_20000_s0_bad0.csv", "orders_20000_s0_bad997.csv",
+                     "orders_20000_s0_rg1000.parquet"]
     assert len(read_rows(tmp_path / names[2])) == 20_001
     assert np.load(tmp_path / names[0], mmap_mode="r").shape == (262_144, 128)
 

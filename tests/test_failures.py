@@ -95,6 +95,12 @@ CALLS = {
     "file_apply": Call("memmap.file_apply(slow, path, processes=2, window_mb=None, executor=pool)",
                        again="[float(x) for x in memmap.file_apply(np.sum, path, processes=2).results]",
                        expected="[0.0, 0.0]", setup="from mpdemo import memmap; path = memmap.write_npy('rows.npy', (8, 2))"),
+    "frame_apply": Call("mpdemo.frame_apply(slow, frame, processes=2, chunksize=1, executor=pool)",
+                        again="mpdemo.frame_apply(abs, frame - 1, processes=2)['x'].tolist()",
+                        expected="[1, 0, 1, 2, 3, 4, 5, 6]", setup="import pandas as pd; frame = pd.DataFrame({'x': range(8)})"),
+    "process_parquet": Call("mpdemo.process_parquet('rows.parquet', slow, processes=2, executor=pool)",
+                            again="mpdemo.process_parquet('rows.parquet', len, processes=2)", expected="[1, 1, 1, 1, 1, 1, 1, 1]",
+                            setup="import pandas as pd; pd.DataFrame({'x': range(8)}).to_parquet('rows.parquet', row_group_size=1)"),
 }
 POOLS = ("own", "ProcessPoolExecutor", "ProcessPool")
 CASES = [pytest.param(api, pool, id=f"{api}-{pool}") for api, call in CALLS.items()
@@ -172,6 +178,31 @@ def exit_for(item):
     sys.exit(5)
 
 
+def locks_in(frame):
+    """A frame function whose result cannot be pickled: a column of locks."""
+    return frame.assign(lock=[threading.Lock() for _ in range(len(frame))])
+
+
+def fail_on_13(frame):
+    """A frame function with one bad row: the one holding 13."""
+    if (frame.to_numpy() == 13).any():
+        raise ValueError("cannot process 13")
+    return frame
+
+
+def crash_on_13(frame):
+    """A frame function that kills its worker (SIGKILL) on the row holding 13."""
+    if (frame.to_numpy() == 13).any():
+        workloads.crash_on(13)
+    return frame
+
+
+def numbers_frame():
+    import pandas as pd
+
+    return pd.DataFrame({"x": range(40)}, index=[f"r{i}" for i in range(40)])
+
+
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     """A CSV with a bad row at line 5, and a .npy of 0 … 999."""
@@ -180,7 +211,8 @@ def inputs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("failures")
     csv_path = data.write_orders_csv(folder / "orders.csv", 40, bad_every=4)
     npy_path = memmap.write_npy(folder / "numbers.npy", (1000,), fill=lambda start, stop: np.arange(start, stop))
-    return {"csv": csv_path, "npy": npy_path}
+    numbers_frame().reset_index(drop=True).to_parquet(folder / "numbers.parquet", row_group_size=10)  # 0 … 39
+    return {"csv": csv_path, "npy": npy_path, "parquet": folder / "numbers.parquet"}
 
 
 def fourth_row(path):
@@ -245,6 +277,33 @@ FAILURES = {
                    "cannot be sent back"),
         "exits": (lambda i: memmap.file_apply(exit_for, i["npy"], processes=2), mpdemo.BlockError,
                   r"rows \d+–\d+ raised SystemExit: 5"),
+    },
+    "frame_apply": {
+        "raises": (lambda i: mpdemo.frame_apply(fail_on_13, numbers_frame(), processes=2), mpdemo.FrameError,
+                   r"row 'r13' \(position 13\): ValueError: cannot process 13"),
+        "killed": (lambda i: mpdemo.frame_apply(crash_on_13, numbers_frame(), processes=2), mpdemo.WorkerDied,
+                   "killed by SIGKILL"),
+        "function": (lambda i: mpdemo.frame_apply(lambda frame: frame, numbers_frame(), processes=2),
+                     mpdemo.NotSendable, "cannot be sent to worker processes"),
+        "item": (lambda i: mpdemo.frame_apply(abs, numbers_frame().assign(lock=threading.Lock()), processes=2),
+                 mpdemo.NotSendable, r"the value in column 'lock' of row 'r0' \(position 0\) cannot be sent"),
+        "result": (lambda i: mpdemo.frame_apply(locks_in, numbers_frame(), processes=2), mpdemo.NotSendable,
+                   r"the result of rows \d+–\d+ .* cannot be sent back"),
+        "exits": (lambda i: mpdemo.frame_apply(exit_for, numbers_frame(), processes=2), mpdemo.FrameError,
+                  r"row 'r\d+' \(position \d+\): SystemExit: 5"),
+    },
+    "process_parquet": {
+        "raises": (lambda i: mpdemo.process_parquet(i["parquet"], fail_on_13, processes=2), mpdemo.FrameError,
+                   r"row 13 of .*numbers.parquet \(row group 1\): ValueError: cannot process 13"),
+        "killed": (lambda i: mpdemo.process_parquet(i["parquet"], crash_on_13, processes=2), mpdemo.WorkerDied,
+                   "killed by SIGKILL"),
+        "function": (lambda i: mpdemo.process_parquet(i["parquet"], lambda batch: batch, processes=2),
+                     mpdemo.NotSendable, "cannot be sent to worker processes"),
+        # "item": workers read the file themselves; only a path and row group numbers travel
+        "result": (lambda i: mpdemo.process_parquet(i["parquet"], locks_in, processes=2), mpdemo.NotSendable,
+                   r"the result of row group \d of .*numbers.parquet cannot be sent back"),
+        "exits": (lambda i: mpdemo.process_parquet(i["parquet"], exit_for, processes=2), mpdemo.FrameError,
+                  r"row \d+ of .*numbers.parquet \(row group \d\): SystemExit: 5"),
     },
 }
 
