@@ -43,12 +43,13 @@ NEEDS = {
         "00_start_here": Needs(1, 300, 0), "01_gil": Needs(1, 400, 0), "02_chunking": Needs(1, 400, 0),
         "03_queues": Needs(1, 600, 10), "04_shared_memory": Needs(130, 800, 0), "05_memmap": Needs(70, 800, 330),
         "06_profiling": Needs(1, 400, 0), "07_choosing_and_scaling_out": Needs(1, 900, 0),
+        "08_dataframes_and_columnar_files": Needs(1, 1000, 5),  # 08: estimated from 07's (a cluster and a pool)
     },
     "full": {
         "00_start_here": Needs(1, 300, 0), "01_gil": Needs(1, 700, 0), "02_chunking": Needs(1, 500, 0),
         "03_queues": Needs(1, 900, 250), "04_shared_memory": Needs(1050, 2600, 0),
         "05_memmap": Needs(260, 1500, 1300), "06_profiling": Needs(1, 500, 0),
-        "07_choosing_and_scaling_out": Needs(1, 1200, 0),
+        "07_choosing_and_scaling_out": Needs(1, 1200, 0), "08_dataframes_and_columnar_files": Needs(1, 1500, 150),
     },
 }
 #: What to do when a notebook does not fit, by the limit it does not fit in.

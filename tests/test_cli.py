@@ -132,3 +132,11 @@ def test_bench_says_which_library_is_missing(monkeypatch, capsys):
 
 def test_other_commands_refuse_unknown_options():
     assert run(["-m", "mpdemo", "check", "--quick"]).returncode == 2
+
+
+def test_the_check_knows_what_every_notebook_needs():
+    from pathlib import Path
+
+    notebooks = sorted(p.stem for p in (Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+    for size in ("small", "full"):
+        assert sorted(checks.verdicts(size)) == notebooks, size

@@ -56,3 +56,11 @@ def test_the_guide_and_the_readme_give_each_notebook_the_same_minutes():
     readme = dict(re.findall(r"^\| `(\d\d)_\w+\.ipynb` \|[^|]+\| (\d+) \|$", README, re.MULTILINE))
     assert set(guide) == set(readme) == {stem[:2] for stem in NOTEBOOKS}
     assert guide == readme
+
+
+def test_each_notebook_states_the_minutes_the_readme_gives_it():
+    readme = dict(re.findall(r"^\| `(\d\d)_\w+\.ipynb` \|[^|]+\| (\d+) \|$", README, re.MULTILINE))
+    for stem in NOTEBOOKS:
+        text = (ROOT / "notebooks" / f"{stem}.ipynb").read_text()
+        stated = re.findall(r"\*\*Time:\*\* about (\d+) minutes", text)
+        assert stated == [readme[stem[:2]]], f"{stem} says {stated} minutes, the README {readme[stem[:2]]}"
