@@ -186,7 +186,7 @@ def frame_apply(func: Callable[[pd.DataFrame], Any], df: pd.DataFrame, *, proces
     :class:`~mpdemo.errors.WorkerDied` within moments when a worker dies.
     """
     df = require_frame(df)
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     chunksize = auto_chunksize(df, processes) if chunksize == "auto" else chosen_chunksize(chunksize, len(df), processes)
     method = pickling_method(executor)  # None: nothing is pickled here
     if method is not None:
@@ -358,7 +358,7 @@ def process_parquet(path: str | os.PathLike, func: Callable[[pd.DataFrame], Any]
     is damaged) and for unknown ``columns``; :class:`~mpdemo.errors.FrameError` naming the row
     ``func`` failed on; :class:`~mpdemo.errors.FileChanged` if the file changes meanwhile.
     """
-    processes = process_count(processes)
+    processes = process_count(processes, executor)
     stamp, group_rows = parquet_layout(path, columns)
     method = pickling_method(executor)
     if method is not None:

@@ -187,6 +187,14 @@ def test_auto_chunks_are_pool_maps_rule_capped_by_size(orders, monkeypatch):
     assert frames.auto_chunksize(wide, 2) == 10
 
 
+def test_a_kept_pool_sets_the_number_of_chunks(orders):
+    """Without processes=, the chunks are cut for the pool's own size (four per worker), not the machine's."""
+    timeline = Timeline()
+    with mpdemo.ProcessPool(1) as one:
+        mpdemo.frame_apply(doubled, orders, executor=one, timeline=timeline)
+    assert len(timeline.records) == 4
+
+
 def test_each_chunk_is_pickled_once_in_the_caller(monkeypatch, orders, pool):
     packed = []
     real = frames.pack_frame
