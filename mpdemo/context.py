@@ -143,16 +143,25 @@ def start_process(target: Callable[..., Any], *args: Any, name: str = "mpdemo-wo
                   method: str | None = None) -> BaseProcess:
     """Start ``target(*args)`` in a new worker process (a daemon) that runs :func:`worker_setup` first.
 
-    SIGINT is blocked in this thread while the process starts: the child inherits the mask, and
-    a Ctrl-C meanwhile reaches this process when it is unblocked, not lost.
+    A Ctrl-C must not reach a worker that is still starting (under spawn it imports for a while
+    before :func:`worker_setup` runs, and would print a KeyboardInterrupt traceback of its own).
+    So while it starts, SIGINT is *ignored* in this process (in the main thread, where Python
+    allows it), which the child inherits: a new Python keeps an inherited SIG_IGN for SIGINT.
+    SIGINT is also *blocked* meanwhile, so that a Ctrl-C in that moment waits, and reaches this
+    process once its handler is back, instead of being lost.
     """
     process = get_context(method).Process(target=_worker_main, args=(target, args), name=name, daemon=True)
     blocking = hasattr(signal, "pthread_sigmask")
     if blocking:
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         process.start()
     finally:
+        if handler is not None:
+            signal.signal(signal.SIGINT, handler)
         if blocking:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     return process
