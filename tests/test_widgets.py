@@ -151,10 +151,10 @@ def test_a_fast_reader_fills_a_bounded_queue_and_waits_an_unbounded_one_holds_ev
     assert bounded.reader_waited > 0.5 * bounded.seconds  # backpressure: the reader spent the run waiting
     assert 2 <= bounded.deepest() <= 3  # the bound, and the moment before a worker's "start" arrives
     assert unbounded.reader_waited < 0.1 and unbounded.deepest() >= 15  # 20 chunks, queued at once
-    # A reader three times slower than the worker leaves it without a chunk most of the time; a fast
+    # A reader ten times slower than the worker leaves it without a chunk about 90% of the time; a fast
     # one much less (not never: the reports cross a pipe and a busy machine delays them).
-    slow = experiments.queue_experiment(workers=1, bound=2, cost_us=300, reader_us=900, rows=1_000)
-    assert slow.idle_share() > 0.5 and max(bounded.idle_share(), unbounded.idle_share()) < slow.idle_share() - 0.1
+    slow = experiments.queue_experiment(workers=1, bound=2, cost_us=300, reader_us=3_000, rows=500)
+    assert slow.idle_share() > 0.7 and max(bounded.idle_share(), unbounded.idle_share()) < slow.idle_share() - 0.2
     chunk_mb = experiments.CHUNK_BYTES / 2**20
     assert unbounded.memory_growth_mb() > 10 * chunk_mb > bounded.memory_growth_mb()
 
