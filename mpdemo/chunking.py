@@ -50,7 +50,7 @@ import numpy as np
 
 from mpdemo.context import process_count, require_whole
 from mpdemo.errors import NotSendable, WorkerDied, WorkerError, WorkerTraceback, sendable
-from mpdemo.guard import DATA_CURE, check_sendable, pack, pickling_method, range_text
+from mpdemo.guard import DATA_CURE, check_function, pack, pickling_method, range_text
 from mpdemo.pool import Call, ProcessPool, workers_for
 from mpdemo.timing import Measurement, TaskRecord, Timeline, compare
 
@@ -188,14 +188,12 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
     processes = process_count(processes, executor)
     n_items = item_count(items)
     chunksize = chosen_chunksize(chunksize, n_items, processes)
-    method = pickling_method(executor)  # None: nothing is pickled here
-    if method is not None:
-        check_sendable(func, method)  # before any process starts: a lambda fails here, clearly
+    pickled = check_function(func, executor)
     from tqdm.auto import tqdm  # imported here: workers import this module and never need it
 
     if timeline is not None:
         timeline.began = time.time()
-    call_for = functools.partial(chunk_call, func, pickled=method is not None)
+    call_for = functools.partial(chunk_call, func, pickled=pickled)
     finished: dict[int, list] = {}
     with workers_for(executor, processes) as workers, tqdm(total=n_items, disable=not progress, unit="item") as bar:
         tasks = chunks(items, chunksize)

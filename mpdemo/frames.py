@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from mpdemo.chunking import CHUNKS_IN_FLIGHT_PER_PROCESS, chosen_chunksize, default_chunksize, in_flight
 from mpdemo.context import process_count
 from mpdemo.errors import FrameError, NotSendable, WorkerTraceback, sendable
-from mpdemo.guard import DATA_CURE, check_sendable, pickling_method
+from mpdemo.guard import DATA_CURE, check_function
 from mpdemo.pipeline import FileStamp, check_unchanged, stamp_of
 from mpdemo.pool import Call, ProcessPool, workers_for
 from mpdemo.timing import TaskRecord, Timeline
@@ -188,15 +188,13 @@ def frame_apply(func: Callable[[pd.DataFrame], Any], df: pd.DataFrame, *, proces
     df = require_frame(df)
     processes = process_count(processes, executor)
     chunksize = auto_chunksize(df, processes) if chunksize == "auto" else chosen_chunksize(chunksize, len(df), processes)
-    method = pickling_method(executor)  # None: nothing is pickled here
-    if method is not None:
-        check_sendable(func, method)  # before any process starts: a lambda fails here, clearly
+    pickled = check_function(func, executor)
     import pandas as pd
     from tqdm.auto import tqdm
 
     if timeline is not None:
         timeline.began = time.time()
-    call_for = functools.partial(frame_call, func, pickled=method is not None)
+    call_for = functools.partial(frame_call, func, pickled=pickled)
     results = []
     with workers_for(executor, processes) as workers, tqdm(total=len(df), disable=not progress, unit="row") as bar:
         window = CHUNKS_IN_FLIGHT_PER_PROCESS * processes
@@ -360,12 +358,10 @@ def process_parquet(path: str | os.PathLike, func: Callable[[pd.DataFrame], Any]
     """
     processes = process_count(processes, executor)
     stamp, group_rows = parquet_layout(path, columns)
-    method = pickling_method(executor)
-    if method is not None:
-        check_sendable(func, method)
+    pickled = check_function(func, executor)
     from tqdm.auto import tqdm
 
-    job = ParquetJob(func, str(path), None if columns is None else list(columns), stamp, method is not None)
+    job = ParquetJob(func, str(path), None if columns is None else list(columns), stamp, pickled)
     if timeline is not None:
         timeline.began = time.time()
     results = []

@@ -121,6 +121,15 @@ def pack(chunk: Any, start: int) -> bytes:
                           f"item can: {type(error).__name__}: {error}. {DATA_CURE}") from error
 
 
+def check_function(func: Any, executor: Executor | None) -> bool:
+    """Refuse, before any process starts, a function the executor's workers could not receive (a
+    lambda, or a ``__main__`` function under spawn). Returns whether its tasks are pickled here."""
+    method = pickling_method(executor)
+    if method is not None:
+        check_sendable(func, method)
+    return method is not None
+
+
 def pickling_method(executor: Executor | None) -> str | None:
     """The start method of the workers ``executor`` pickles tasks for; None when nothing is pickled here.
 

@@ -60,7 +60,7 @@ from typing import Any, BinaryIO, NamedTuple
 from mpdemo.chunking import CHUNKS_IN_FLIGHT_PER_PROCESS, default_chunksize, in_flight
 from mpdemo.context import process_count, require_whole
 from mpdemo.errors import FileChanged, NotSendable, RowError, SplitError, WorkerTraceback, sendable
-from mpdemo.guard import DATA_CURE, check_sendable, pickling_method
+from mpdemo.guard import DATA_CURE, check_function, pickling_method
 from mpdemo.pool import Call, ProcessPool, workers_for
 from mpdemo.timing import TaskRecord, Timeline
 
@@ -126,9 +126,7 @@ class CsvSettings:
         _require_choice(on_error=(on_error, ON_ERROR), feed=(feed, FEEDS))
         _require_bool(ordered=ordered, header=header, progress=progress)
         stamp = check_csv_file(path)
-        method = pickling_method(executor)
-        if method is not None:
-            check_sendable(func, method)  # before any process starts: a lambda fails here, clearly
+        check_function(func, executor)  # before any process starts: a lambda fails here, clearly
         return cls(str(path), func, processes, chunksize or auto_chunksize(path, processes), on_error, ordered,
                    header, progress, feed, timeline, executor, stamp)
 
