@@ -31,8 +31,6 @@ under ``if __name__ == "__main__":``.
 from __future__ import annotations
 
 import functools
-import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +39,7 @@ import pandas as pd
 
 import mpdemo
 from mpdemo import data, workloads
-from mpdemo.bench import Figure, Run, arguments, at_least, at_most, finish, in_turns
+from mpdemo.bench import Figure, Run, arguments, at_least, at_most, finish, in_fresh_process, in_turns, measuring
 from mpdemo.timing import MemoryWatch, speedup_table
 
 #: Figure 1: microseconds of Python work per row, on top of df.apply's own cost per row.
@@ -114,9 +112,7 @@ def memory_figures(sizes: Sizes) -> list[Figure]:
     measured: dict[int, dict[str, dict[str, float]]] = {}
     for rows in sizes.memory_rows:
         path = data.orders_parquet(rows, row_group_rows=sizes.row_group_rows)
-        done = subprocess.run([sys.executable, __file__, "--measure", str(path)], capture_output=True, text=True,
-                              timeout=TIMEOUT, check=True)
-        measured[rows] = json.loads(done.stdout.strip().splitlines()[-1])
+        measured[rows] = in_fresh_process(__file__, path, TIMEOUT)
         in_memory = pd.read_parquet(path).memory_usage(deep=True).sum() / 2**20
         print(f"{rows:>10,} rows ({path.stat().st_size / 2**20:,.1f} MB file, {in_memory:,.0f} MB as a DataFrame, "
               f"{rows // sizes.row_group_rows} row groups): process_parquet peak {measured[rows]['workers']['peak']:.0f} "
@@ -132,8 +128,7 @@ def memory_figures(sizes: Sizes) -> list[Figure]:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--measure"]:
-        print(json.dumps(measure_memory(Path(argv[1]))))
+    if measuring(argv, measure_memory):
         return 0
     args = arguments("The DataFrame figures: ratios, targets, PASS or MISS.", argv)
     sizes = QUICK if args.quick else FULL

@@ -36,15 +36,14 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import mpdemo
 from mpdemo import data, workloads
-from mpdemo.bench import Figure, Run, all_equal, arguments, at_least, at_most, finish, in_turns
+from mpdemo.bench import (Figure, Run, all_equal, arguments, at_least, at_most, finish, in_fresh_process, in_turns,
+                          measuring)
 from mpdemo.timing import MemoryWatch, Timeline, speedup_table
 
 #: Figure 2: microseconds of work per CPU-heavy row (the brief asks for at least 50).
@@ -97,9 +96,7 @@ def memory_figures(sizes: Sizes) -> list[Figure]:
     measured = {}
     for rows in sizes.memory_rows:
         path = data.orders_csv(rows)
-        done = subprocess.run([sys.executable, __file__, "--measure", str(path)], capture_output=True, text=True,
-                              timeout=TIMEOUT, check=True)
-        measured[rows] = json.loads(done.stdout.strip().splitlines()[-1])
+        measured[rows] = in_fresh_process(__file__, path, TIMEOUT)
         print(f"{rows:>10,} rows ({path.stat().st_size / 2**20:,.0f} MB file): caller peak "
               f"{measured[rows]['caller']:.1f} MB, largest worker {measured[rows]['workers']:.1f} MB")
     small, large = sizes.memory_rows
@@ -165,8 +162,7 @@ def feed_figure(sizes: Sizes, pool: mpdemo.ProcessPool) -> list[Figure]:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["--measure"]:
-        print(json.dumps(measure_memory(Path(argv[1]))))
+    if measuring(argv, measure_memory):
         return 0
     args = arguments("The pipeline figures: ratios, targets, PASS or MISS.", argv)
     sizes = QUICK if args.quick else FULL

@@ -16,10 +16,13 @@ figures with these pieces, and ``python -m mpdemo bench`` runs them all::
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mpdemo.context import cpu_count, start_method
@@ -86,6 +89,25 @@ def all_equal(runs: Sequence[Run], reference: Any) -> bool:
     for run in runs:
         print(f"{run.label}: results equal serial: {run.result == reference}")
     return all(run.result == reference for run in runs)
+
+
+def in_fresh_process(script: str, path: Path, timeout: float) -> Any:
+    """Run ``script --measure path`` in a new Python; what its :func:`measuring` printed, as JSON.
+
+    Memory figures are measured there: a fresh process holds nothing else, and Linux would carry
+    this process's peak over into a child's ``ru_maxrss``.
+    """
+    done = subprocess.run([sys.executable, script, "--measure", str(path)], capture_output=True, text=True,
+                          timeout=timeout, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def measuring(argv: list[str], measure: Callable[[Path], Any]) -> bool:
+    """The other side of :func:`in_fresh_process`: with ``--measure PATH``, print ``measure(PATH)`` as JSON."""
+    if argv[:1] != ["--measure"]:
+        return False
+    print(json.dumps(measure(Path(argv[1]))))
+    return True
 
 
 def load_average() -> str:
