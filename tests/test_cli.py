@@ -64,8 +64,13 @@ def test_bench_compares_every_contender_then_runs_every_figure(tmp_path):
     result = run(["-m", "mpdemo", "bench", "--quick", "--png", str(png)], timeout=800)
     assert result.returncode == 0, result.stderr
     comparison, scripts = result.stdout.split("== bench_chunking.py --quick")
-    table = comparison.split("contender ")[1].split("\n\n")[0].splitlines()[1:]
+    lines = comparison.split("contender ")[1].split("\n\n")[0].splitlines()[1:]
+    table = [line for line in lines if not line.startswith("* ")]  # below it: one note per marked speedup
+    notes = [line for line in lines if line.startswith("* ")]
     assert [line.split("  ")[0].strip() for line in table] == list(strategies.CONTENDERS)
+    marked = [line.split("  ")[0].strip() for line in table if re.search(r"×\s\*\s", line)]
+    assert [note[2:].split(":")[0] for note in notes] == marked
+    assert all("cores can give, so not the pool's doing" in note for note in notes)
     for line in table:  # a time, a speedup, and results equal to the serial loop's
         assert re.search(r"\s\d+\.\d{3}\s+\d+\.\d\d×\s.*\s(ref\.|equal)\s", line), line
     assert "DIFFER" not in comparison
