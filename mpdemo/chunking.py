@@ -205,7 +205,7 @@ def chunked_map(func: Callable[[Any], Any], items: Iterable, *, processes: int |
             if timeline is not None:
                 timeline.append(record)
     order = sorted(finished) if ordered else finished  # dicts remember the order chunks finished in
-    return [result for start in order for result in finished[start]]
+    return list(itertools.chain.from_iterable(finished[start] for start in order))  # joined at C speed
 
 
 def in_flight(workers: Any, tasks: Iterator, call_for: Callable[[Any], Call], window: int, *,
