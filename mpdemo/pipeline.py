@@ -46,6 +46,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import os
 import pickle
 import stat
@@ -213,7 +214,7 @@ def stream_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, pro
 def process_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], **options: Any) -> PipelineResult:
     """:func:`stream_csv` collected into a :class:`PipelineResult`; it takes the same options."""
     with stream_csv(path, func, **options) as stream:
-        results = list(stream)
+        results = list(stream._results)  # not list(stream): no generator step per row
     return PipelineResult(results, stream.skipped, stream.rows_read)
 
 
@@ -238,19 +239,29 @@ class CsvStream(Iterator):
         self.counts = Counts()
         # The generator knows the settings and the counts, not this object: dropping the stream
         # frees the generator at once (no reference cycle), and its `finally` stops the workers.
-        self._results = run(settings, self.counts)
+        self._chunks = run(settings, self.counts)  # one list of results per chunk
+        self._results = itertools.chain.from_iterable(self._chunks)  # flattened at C speed
 
     def __iter__(self) -> Iterator[Any]:
         """A generator of its own for each ``for`` loop: when the loop ends early (``break``), the
-        loop drops it, and closing it closes the pipeline (``yield from`` passes the close on)."""
-        yield from self._results
+        loop drops it, and closing it closes the pipeline. It looks ``_results`` up for every
+        result, so that a ``close()`` inside the loop ends it at once."""
+        try:
+            while True:
+                yield next(self._results)
+        except StopIteration:
+            return
+        finally:
+            self.close()
 
     def __next__(self) -> Any:
         return next(self._results)
 
     def close(self) -> None:
-        """Stop now: the workers are stopped, and iterating further gives nothing."""
-        self._results.close()
+        """Stop now: the workers are stopped, and iterating further gives nothing (not even the
+        rest of the chunk being handed over)."""
+        self._chunks.close()
+        self._results = iter(())
 
     def __enter__(self) -> CsvStream:
         return self
@@ -308,9 +319,11 @@ class CsvJob:
     pickle_results: bool  # pickle them in the worker (process pools), or leave them as they are
 
 
-def run(settings: CsvSettings, counts: Counts) -> Iterator[Any]:
-    """The pipeline, as a generator: it starts on the first ``next()``, and leaving it (exhausted,
-    an error, Ctrl-C, closed, dropped) leaves the ``with`` blocks, which stop the workers."""
+def run(settings: CsvSettings, counts: Counts) -> Iterator[list]:
+    """The pipeline, as a generator of each chunk's results (a list per chunk, in order unless
+    ``settings.ordered`` is False): it starts on the first ``next()``, and leaving it (exhausted,
+    an error, Ctrl-C, closed, dropped) leaves the ``with`` blocks, which stop the workers. A list
+    per chunk, not a result at a time, so that the caller's cost per row stays small."""
     from tqdm.auto import tqdm  # imported here: workers import this module and never need it
 
     pickled = pickling_method(settings.executor) is not None
@@ -332,8 +345,8 @@ def run(settings: CsvSettings, counts: Counts) -> Iterator[Any]:
         bar.update(bar.total - bar.n)  # what follows the last row (line breaks) counts too
 
 
-def hand_over(done: ChunkDone, settings: CsvSettings, counts: Counts, call: Call) -> Iterator[Any]:
-    """Account for one chunk, then yield its results; raise its error, if it has one. The chunk's
+def hand_over(done: ChunkDone, settings: CsvSettings, counts: Counts, call: Call) -> Iterator[list]:
+    """Account for one chunk, then yield its results (one list); raise its error, if it has one. The chunk's
     record gets the caller's pickling: the chunk's (``call``) and the unpickling of its results."""
     counts.rows_read += done.rows
     counts.skipped += done.skipped
@@ -342,7 +355,7 @@ def hand_over(done: ChunkDone, settings: CsvSettings, counts: Counts, call: Call
     if settings.timeline is not None:
         caller = call.caller_seconds + (time.perf_counter() - clock if isinstance(done.results, bytes) else 0.0)
         settings.timeline.append(done.record._replace(caller_pickling=caller))
-    yield from results
+    yield results
     if done.row_error is not None:
         line, error, worker_traceback = done.row_error
         if isinstance(error, NotSendable):
@@ -605,15 +618,15 @@ def run_csv_chunk(job: CsvJob, chunk: RowsChunk | RangeChunk | bytes) -> ChunkDo
     if isinstance(chunk, bytes):
         chunk = pickle.loads(chunk)
     pickling = time.perf_counter() - clock
-    results, lines, skipped, rows, row_error, failure = [], [], [], 0, None, None
+    results, lines, skipped, row_error, failure = [], [], [], None, None
+    func, keep, note_line = job.func, results.append, lines.append  # looked up once: the loop runs per row
     try:
         for line, row in rows_of_chunk(chunk, job.path):
-            rows += 1
             try:
                 if isinstance(row, Exception):
                     raise row  # the reader could not read this row: on_error decides, as for func
-                results.append(job.func(row))
-                lines.append(line)
+                keep(func(row))
+                note_line(line)
             except BaseException as error:
                 if job.on_error == "skip":
                     skipped.append((line, f"{type(error).__name__}: {error}"))
@@ -622,6 +635,7 @@ def run_csv_chunk(job: CsvJob, chunk: RowsChunk | RangeChunk | bytes) -> ChunkDo
                     break
     except Exception as error:  # not one row's fault: a wrong split, a file that changed, a bug
         failure = sendable(error)
+    rows = len(results) + len(skipped) + (row_error is not None)  # every row read, counted once
     if job.pickle_results:
         clock = time.perf_counter()
         results, skipped, row_error = pack_rows(results, lines, skipped, row_error, job)
@@ -654,22 +668,24 @@ def pack_rows(results: list, lines: list[int], skipped: list[tuple[int, str]],
     return pickle.dumps(kept), skipped, row_error
 
 
-def rows_of_chunk(chunk: RowsChunk | RangeChunk, path: str) -> Iterator[tuple[int, list[str] | Exception]]:
+def rows_of_chunk(chunk: RowsChunk | RangeChunk, path: str) -> Iterable[tuple[int, list[str] | Exception]]:
     """The ``(line, row)`` pairs of a chunk: the reader's rows as lists again, or a range read here."""
     if isinstance(chunk, RangeChunk):
         with open(path, "rb") as file:
-            yield from range_records(file, chunk, path)
-        return
-    for line, row in zip(chunk.lines, chunk.rows, strict=True):
-        yield line, list(row) if isinstance(row, tuple) else row
+            return range_records(file, chunk, path)
+    return [(line, list(row) if isinstance(row, tuple) else row)
+            for line, row in zip(chunk.lines, chunk.rows, strict=True)]
 
 
-def range_records(file: BinaryIO, chunk: RangeChunk, path: str) -> Iterator[tuple[int, list[str] | Exception]]:
+def range_records(file: BinaryIO, chunk: RangeChunk, path: str) -> list[tuple[int, list[str] | Exception]]:
     """The rows of one byte range, read and parsed by the worker (see :func:`records`).
 
     Unless the range ends the file, one more line is parsed after it, :data:`SPLIT_MARK`. It
     comes out as a row of its own only if the range ended between records; inside a quoted
     field it would join that field instead, and then the split was wrong: :class:`SplitError`.
+    The whole range is parsed before the function sees a row (a chunk's rows fit in memory
+    anyway), so a wrong split is found before any row of it is processed, and the check costs
+    one look at the last row instead of holding every row back by one.
     """
     check_unchanged(path, chunk.stamp, stamp_of(path, file))  # the file the reader cut into ranges
     file.seek(chunk.start)
@@ -679,17 +695,14 @@ def range_records(file: BinaryIO, chunk: RangeChunk, path: str) -> Iterator[tupl
     bad_lines: dict[int, UnicodeDecodeError] = {}
     text = decode(data, chunk.first_line, bad_lines)
     if chunk.last:
-        yield from records(io.StringIO(text, newline=""), chunk.first_line, bad_lines, header=chunk.header)
-        return
-    rows = records(io.StringIO(text + SPLIT_MARK + "\n", newline=""), chunk.first_line, bad_lines,
-                   header=chunk.header)
-    previous = next(rows, None)
-    for record in rows:
-        yield previous
-        previous = record
-    if previous is None or previous[1] != [SPLIT_MARK]:
-        line = previous[0] if previous else chunk.first_line
-        raise SplitError(f"line {line:,} of {path}: feed='ranges' cannot split this file safely. Quote parity "
-                         f"said a record ends at byte {chunk.end:,}, but csv.reader is inside a quoted field "
-                         "there: a quote inside an unquoted field (such as 55\" for inches) breaks the parity "
-                         "rule. Use feed='rows' for this file.")
+        return list(records(io.StringIO(text, newline=""), chunk.first_line, bad_lines, header=chunk.header))
+    rows = list(records(io.StringIO(text + SPLIT_MARK + "\n", newline=""), chunk.first_line, bad_lines,
+                        header=chunk.header))
+    if rows and rows[-1][1] == [SPLIT_MARK]:
+        rows.pop()
+        return rows
+    line = rows[-1][0] if rows else chunk.first_line
+    raise SplitError(f"line {line:,} of {path}: feed='ranges' cannot split this file safely. Quote parity "
+                     f"said a record ends at byte {chunk.end:,}, but csv.reader is inside a quoted field "
+                     "there: a quote inside an unquoted field (such as 55\" for inches) breaks the parity "
+                     "rule. Use feed='rows' for this file.")
