@@ -107,6 +107,13 @@ CASES = [pytest.param(api, pool, id=f"{api}-{pool}") for api, call in CALLS.item
          for pool in (POOLS if call.takes_pool else POOLS[:1])]
 
 
+def with_ctrl_c(code: str) -> str:
+    """``code`` with Ctrl-C acting as in a terminal. A test run started in the background (``cmd &``
+    in a script, ``nohup``) begins with SIGINT ignored, a child inherits that, and Python then
+    leaves it ignored: the SIGINT these tests send would do nothing."""
+    return "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n" + code
+
+
 def lines_of(child: subprocess.Popen) -> queue.Queue:
     """The child's stdout, line by line, read by a thread so that we can wait with a timeout."""
     lines: queue.Queue = queue.Queue()
@@ -126,8 +133,8 @@ def test_ctrl_c_stops_everything_at_once(api: str, pool: str, to_group: bool, tm
     spec = CALLS[api]
     code = PROGRAM.format(pool=pool, setup=spec.setup, call=spec.call, again=spec.again)
     stderr = (tmp_path / "stderr.txt").open("w+")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, text=True,
-                             start_new_session=True, cwd=tmp_path, env={**os.environ, "PYTHON_COLORS": "0"})
+    child = subprocess.Popen([sys.executable, "-c", with_ctrl_c(code)], stdout=subprocess.PIPE, stderr=stderr,
+                             text=True, start_new_session=True, cwd=tmp_path, env={**os.environ, "PYTHON_COLORS": "0"})
     lines = lines_of(child)
     try:
         assert lines.get(timeout=60) == "running"
@@ -371,7 +378,8 @@ mpdemo.chunked_map(abs, range(100_000), processes=2, chunksize=10)
 def test_ctrl_c_while_the_workers_are_still_starting_prints_no_worker_traceback():
     """SIGINT to the whole group while spawn workers still import: only the caller may speak."""
     for delay in (0.05, 0.15, 0.3):
-        child = subprocess.Popen([sys.executable, "-c", STARTING], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        child = subprocess.Popen([sys.executable, "-c", with_ctrl_c(STARTING)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE,
                                  text=True, start_new_session=True, env={**os.environ, "PYTHON_COLORS": "0"})
         try:
             assert child.stdout.readline().strip() == "starting"
