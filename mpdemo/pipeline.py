@@ -346,8 +346,9 @@ def run(settings: CsvSettings, counts: Counts) -> Iterator[list]:
 
 
 def hand_over(done: ChunkDone, settings: CsvSettings, counts: Counts, call: Call) -> Iterator[list]:
-    """Account for one chunk, then yield its results (one list); raise its error, if it has one. The chunk's
-    record gets the caller's pickling: the chunk's (``call``) and the unpickling of its results."""
+    """Account for one chunk, then yield its results (one list); raise its error, if it has one.
+    The chunk's record gets the caller's pickling: the chunk's (``call``) and the unpickling of
+    its results."""
     counts.rows_read += done.rows
     counts.skipped += done.skipped
     clock = time.perf_counter()

@@ -379,8 +379,8 @@ def test_ctrl_c_while_the_workers_are_still_starting_prints_no_worker_traceback(
     """SIGINT to the whole group while spawn workers still import: only the caller may speak."""
     for delay in (0.05, 0.15, 0.3):
         child = subprocess.Popen([sys.executable, "-c", with_ctrl_c(STARTING)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE,
-                                 text=True, start_new_session=True, env={**os.environ, "PYTHON_COLORS": "0"})
+                                 stderr=subprocess.PIPE, text=True, start_new_session=True,
+                                 env={**os.environ, "PYTHON_COLORS": "0"})
         try:
             assert child.stdout.readline().strip() == "starting"
             time.sleep(delay)
