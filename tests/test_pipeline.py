@@ -149,6 +149,27 @@ def test_edge_files_give_csv_readers_rows_and_lines(edge_file, feed):
 
 
 @pytest.mark.parametrize("feed", FEEDS)
+def test_failing_rows_in_a_chunk_keep_their_lines_and_every_row_runs_once(orders, feed):
+    """The worker's loop runs rows without line numbers until one fails, then numbers them: the
+    failures of a large chunk (several per chunk) are still named by their lines, and no row runs twice."""
+    calls = []
+
+    def total(row: list[str]) -> float:
+        calls.append(row[0])
+        return workloads.order_total(row)
+
+    settings = CsvSettings.checked(orders, workloads.order_total, processes=1, chunksize=400, feed=feed)
+    chunks = pipeline.range_chunks(settings) if feed == "ranges" else pipeline.row_chunks(settings)
+    done = [pipeline.run_csv_chunk(CsvJob(total, str(orders), "skip", pickle_results=False), chunk)
+            for chunk in chunks]
+    results, skipped = expected_totals(orders)
+    assert [r for chunk in done for r in chunk.results] == results
+    assert [s for chunk in done for s in chunk.skipped] == skipped
+    assert max(sum(1 for s in chunk.skipped) for chunk in done) > 1  # chunks with several failing rows
+    assert calls == [row[0] for _, row in serial(orders)]
+
+
+@pytest.mark.parametrize("feed", FEEDS)
 @pytest.mark.parametrize("name", ["crlf", "blank lines", "byte-order mark", "lone cr line ends"])
 def test_edge_files_through_worker_processes(tmp_path, name, feed):
     path = tmp_path / "edge.csv"
