@@ -528,20 +528,23 @@ def decode(data: bytes, first_line: int, bad_lines: dict[int, UnicodeDecodeError
 
 
 def count_lines(data: bytes) -> int:
-    """Line breaks in ``data`` as ``csv.reader`` counts them: ``\\n``, ``\\r\\n`` and a lone ``\\r``."""
-    lines = count_byte(data, b"\n")
-    if b"\r" in data:  # a quick scan; most files have no \r, and then two counts are saved
-        lines += data.count(b"\r") - data.count(b"\r\n")
+    """Line breaks in ``data`` as ``csv.reader`` counts them: ``\\n``, ``\\r\\n`` and a lone ``\\r``.
+
+    NumPy compares many bytes per instruction (SIMD): three times as fast as ``bytes.count``,
+    which CPython runs a byte at a time. On the reader of ``feed="ranges"`` this counting is
+    most of the caller's work, and the caller shares the cores with the workers.
+    """
+    codes = np.frombuffer(data, np.uint8)
+    newlines = codes == ord("\n")
+    lines = int(np.count_nonzero(newlines))
+    if b"\r" in data:  # a quick scan: files written by csv.writer end their lines with \r\n
+        returns = codes == ord("\r")
+        lines += int(np.count_nonzero(returns)) - int(np.count_nonzero(returns[:-1] & newlines[1:]))  # lone \r
     return lines
 
 
 def count_byte(data: bytes, byte: bytes) -> int:
-    """How many times the one ``byte`` occurs in ``data``.
-
-    NumPy compares many bytes per instruction (SIMD), about three times as fast as
-    ``data.count(byte)``, which CPython runs a byte at a time. On the reader of ``feed="ranges"``
-    that is most of the caller's work, and the caller shares the cores with the workers.
-    """
+    """How many times the one ``byte`` occurs in ``data``, counted by NumPy (see :func:`count_lines`)."""
     return int(np.count_nonzero(np.frombuffer(data, np.uint8) == byte[0]))
 
 

@@ -85,6 +85,7 @@ def test_bench_compares_every_contender_then_runs_every_figure(tmp_path):
                    "5  chunked_map time / fastest other",
                    "1  caller's peak memory", "1b largest worker's peak memory", "2  CPU-heavy rows, 2 workers",
                    '3  light rows, feed="ranges" speedup / 2 workers', '3b light rows, feed="rows" time / feed="ranges" time',
+                   "3c the serial loop in 2 workers at once",
                    "1  tuples of 11 strings: chunked_map time / Pool.map time", "2  one empty task: chunked_map time",
                    "3  kept pool, a later call vs serial", "3b cold call, start-up included",
                    "1  hand-off alone (len), pickled time / shared time", "2  peak memory with shared memory",
