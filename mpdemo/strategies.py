@@ -378,7 +378,7 @@ class Comparison:
             return text + (f" One task costs {per_task * 1e6:,.0f} µs more in {library(slow)}: over {self.tasks} "
                            f"tasks that is {explained * ms:,.0f} ms, most of the gap.")
         if explained > 0:
-            return text + (f" Its dearer tasks account for {explained * ms:,.0f} ms of it ({self.tasks} tasks × "
+            return text + (f" Its dearer tasks account for {explained * ms:,.1f} ms of it ({self.tasks} tasks × "
                            f"{per_task * 1e6:,.0f} µs); the rest was not measured apart here{busy}.")
         return text + (f" Its tasks cost no more than {library(fast)}'s, so per-task cost does not explain it; "
                        f"what does was not measured apart here{busy}.")
@@ -406,8 +406,10 @@ class Comparison:
                 ", ".join(f"{ratios[lib]:.2f}× ({lib})" for lib in libs) + " the time of the same library on "
                 f"blocks. Pickling and unpickling the rows one by one took {self.pickling['per row'] * ms:,.1f} ms, "
                 f"as blocks {self.pickling['blocks'] * ms:,.1f} ms: {extra * ms:,.1f} ms more")
-        if gap <= 0:
-            text += ", yet no library was slower per row than on blocks here."
+        noise = max(NOISE, self.noise())  # what the runs' own spread can explain
+        if gap <= noise * t(f"{worst}, blocks"):
+            text += (", yet no library was slower per row than on blocks here, beyond the runs' noise "
+                     f"({noise:.0%}).")
         elif extra >= gap / 2:
             text += f", most of {worst}'s {gap * ms:,.0f} ms gap."
         elif extra > 0:
@@ -416,8 +418,12 @@ class Comparison:
         else:
             text += f"; pickling does not explain {worst}'s {gap * ms:,.0f} ms gap."
         if "chunked_map, slices" in self.times:
-            text += (f" chunked_map's usual call sends 2-D slices, the blocks' form: "
-                     f"{t('chunked_map, slices') / t('chunked_map, blocks'):.2f}× its time on blocks.")
+            same_form = t("chunked_map, slices") / t("chunked_map, blocks")
+            text += (f" chunked_map's usual call sends 2-D slices, the blocks' form: {same_form:.2f}× its time on "
+                     "blocks.")
+            if abs(same_form - 1) > noise:
+                text += (" The same data in the same form: a difference that large is the runs' noise (runs this "
+                         "short, a busy machine), not the form's, and so may be any gap above of that size.")
         return text
 
     def figures(self) -> list[Figure]:
