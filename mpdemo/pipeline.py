@@ -44,8 +44,8 @@ are stopped at once.
 from __future__ import annotations
 
 import codecs
-import functools
 import csv
+import functools
 import io
 import itertools
 import os

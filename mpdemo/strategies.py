@@ -423,7 +423,7 @@ class Comparison:
                      "blocks.")
             if abs(same_form - 1) > noise:
                 text += (" The same data in the same form: a difference that large is the runs' noise (runs this "
-                         "short, a busy machine), not the form's, and so may be any gap above of that size.")
+                         "short, a busy machine), not the form's, and a gap above of that size may be noise too.")
         return text
 
     def figures(self) -> list[Figure]:
