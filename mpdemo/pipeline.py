@@ -72,6 +72,8 @@ from mpdemo.timing import TaskRecord, Timeline
 MAX_AUTO_CHUNKSIZE = 1_000
 #: Bytes the reader reads at a time with ``feed="rows"`` (then on to the end of that line).
 READ_BLOCK = 64 * 1024
+#: Rows a worker parses at a time from a byte range (see :func:`strict_batches`).
+BATCH_ROWS = 300
 #: A line no CSV file holds, parsed after a byte range to check that the range ended between records.
 SPLIT_MARK = "\ue000mpdemo: end of range\ue000"
 ON_ERROR = ("raise", "skip")
@@ -630,18 +632,25 @@ class ChunkDone(NamedTuple):
 
 @dataclass
 class ChunkRows:
-    """The rows of one chunk, as the function gets them: each a ``list[str]``, or the exception that
-    says why the reader could not read it (``readable`` is False then). The line each row starts
-    on is worked out only when it is needed, when a row fails: for a byte range that costs a
-    second parse."""
+    """The rows of one chunk, two ways.
 
-    rows: list[list[str] | Exception]
-    readable: bool
-    find_lines: Callable[[], list[int]]
+    ``batches``: the rows as the function gets them (each a ``list[str]``), :data:`BATCH_ROWS` at a
+    time, without line numbers: the fast way. For a byte range it is ``csv.reader`` in strict mode,
+    which stops with ``csv.Error`` at a row it cannot read cleanly, and at a range that ends inside
+    a quoted field (a wrong split). None when the fast way cannot read the chunk at all (a row the
+    reader could not read, bytes that are not UTF-8).
+
+    ``numbered``: every row with the line it starts on, or the exception that says why it could
+    not be read: the careful way. It is worked out only when it is needed, when a row fails or the
+    fast way stops; for a byte range that is a second parse, which checks the split too.
+    """
+
+    batches: Iterable[list[list[str]]] | None
+    find_numbered: Callable[[], list[tuple[int, list[str] | Exception]]]
 
     @functools.cached_property
-    def lines(self) -> list[int]:
-        return self.find_lines()
+    def numbered(self) -> list[tuple[int, list[str] | Exception]]:
+        return self.find_numbered()
 
 
 def run_csv_chunk(job: CsvJob, chunk: RowsChunk | RangeChunk | bytes) -> ChunkDone:
@@ -676,29 +685,43 @@ def apply_rows(job: CsvJob, chunk: ChunkRows, results: list, skipped: list[tuple
 
     While every row succeeds, the loop does nothing but call the function and keep its result:
     no line numbers, no checks. That is most chunks, and it keeps a worker's cost per row close to
-    a plain ``csv.reader`` loop's. From the first row that fails (or in a chunk with a row the
-    reader could not read) it goes on row by row, with each row's line at hand.
+    a plain ``csv.reader`` loop's. When a row fails, or the reader meets a row it cannot read
+    cleanly, :func:`carry_on` takes over from that row, row by row, with each row's line at hand.
     """
-    func, keep, rows = job.func, results.append, chunk.rows
-    start = 0
-    if chunk.readable:
-        try:
-            for row in rows:
-                keep(func(row))
-            return None
-        except BaseException as error:  # the row after the last result raised
-            start = len(results)
-            if (stop := row_failed(job, chunk.lines[start], error, skipped)) is not None:
-                return stop
-            start += 1
-    for index in range(start, len(rows)):
-        row = rows[index]
+    if chunk.batches is None:
+        return carry_on(job, chunk, results, skipped)
+    func, keep = job.func, results.append
+    try:
+        for batch in chunk.batches:
+            try:
+                for row in batch:
+                    keep(func(row))
+            except BaseException as error:  # the row after the last result raised
+                return carry_on(job, chunk, results, skipped, error)
+    except csv.Error:  # from the reader (the function's errors are caught above)
+        return carry_on(job, chunk, results, skipped)
+    return None
+
+
+def carry_on(job: CsvJob, chunk: ChunkRows, results: list, skipped: list[tuple[int, str]],
+             error: BaseException | None = None) -> tuple | None:
+    """The careful way, from the row after the last result: ``error`` is that row's, if it has
+    already run; then each row in turn. Returns what :func:`apply_rows` returns. (It runs inside
+    the ``except`` block of ``error``, so that ``row_failed`` can format its traceback.)"""
+    func, keep = job.func, results.append
+    start = len(results) + len(skipped)  # every row before it was handled once: no row runs twice
+    numbered = chunk.numbered  # for a range, parsed again here (a wrong split raises SplitError)
+    if error is not None:
+        if (stop := row_failed(job, numbered[start][0], error, skipped)) is not None:
+            return stop
+        start += 1
+    for line, row in numbered[start:]:
         try:
             if isinstance(row, Exception):
                 raise row  # the reader could not read this row: on_error decides, as for func
             keep(func(row))
-        except BaseException as error:
-            if (stop := row_failed(job, chunk.lines[index], error, skipped)) is not None:
+        except BaseException as failed:
+            if (stop := row_failed(job, line, failed, skipped)) is not None:
                 return stop
     return None
 
@@ -721,7 +744,7 @@ def pack_rows(results: list, skipped: list[tuple[int, str]], row_error: tuple[in
     except Exception:
         pass
     failed = {line for line, _ in skipped}
-    lines = [line for line in chunk.lines[:len(results) + len(skipped)] if line not in failed]  # the results'
+    lines = [line for line, _ in chunk.numbered[:len(results) + len(skipped)] if line not in failed]  # the results'
     kept = []
     for line, result in zip(lines, results, strict=True):
         try:
@@ -744,22 +767,22 @@ def rows_of_chunk(chunk: RowsChunk | RangeChunk, path: str) -> ChunkRows:
         with open(path, "rb") as file:
             return range_rows(file, chunk, path)
     rows = [list(row) if isinstance(row, tuple) else row for row in chunk.rows]
-    return ChunkRows(rows, not any(isinstance(row, Exception) for row in rows), lambda: chunk.lines)
+    readable = not any(isinstance(row, Exception) for row in rows)
+    return ChunkRows([rows] if readable else None, lambda: list(zip(chunk.lines, rows)))
 
 
 def range_rows(file: BinaryIO, chunk: RangeChunk, path: str) -> ChunkRows:
-    """The rows of one byte range, read and parsed by the worker.
+    """The rows of one byte range, read and parsed by the worker, both ways (see :class:`ChunkRows`).
 
-    Unless the range ends the file, one more line is parsed after it, :data:`SPLIT_MARK`. It
-    comes out as a row of its own only if the range ended between records; inside a quoted
-    field it would join that field instead, and then the split was wrong: :class:`SplitError`.
-    The whole range is parsed before the function sees a row (a chunk's rows fit in memory
-    anyway), so a wrong split is found before any row of it is processed.
+    The fast way, :func:`strict_batches`, is ``csv.reader`` alone, at its own speed: nearly every
+    range reads cleanly. The careful way is :func:`records`, which numbers the rows, so that every
+    row that fails is named by its line. It takes over where a row fails, and for a range the
+    fast way cannot read: bytes that are not UTF-8 (from the start), a malformed row, a wrong split.
 
-    Two parsers, one result: ``csv.reader`` alone, at its own speed, for a range it reads without
-    trouble (nearly all), and :func:`records`, which numbers the rows, for the lines of a range
-    with a failing row, and for a range it cannot read cleanly (bytes that are not UTF-8, a
-    malformed row, a wrong split), so that every row that fails is named by its line.
+    To check the split, the careful way parses one more line after the range (unless the range
+    ends the file), :data:`SPLIT_MARK`. It comes out as a row of its own only if the range ended
+    between records; inside a quoted field it would join that field instead, and then the split
+    was wrong: :class:`SplitError`, and no result of the range is kept.
     """
     check_unchanged(path, chunk.stamp, stamp_of(path, file))  # the file the reader cut into ranges
     file.seek(chunk.start)
@@ -768,32 +791,33 @@ def range_rows(file: BinaryIO, chunk: RangeChunk, path: str) -> ChunkRows:
         check_unchanged(path, chunk.stamp, stamp_of(path, file), read=chunk.start + len(data))
     bad_lines: dict[int, UnicodeDecodeError] = {}
     text = decode(data, chunk.first_line, bad_lines)
-    if not chunk.last:
-        text += SPLIT_MARK + "\n"
 
     def numbered() -> list[tuple[int, list[str] | Exception]]:
-        pairs = list(records(io.StringIO(text, newline=""), chunk.first_line, bad_lines, header=chunk.header))
+        marked = text if chunk.last else text + SPLIT_MARK + "\n"
+        pairs = list(records(io.StringIO(marked, newline=""), chunk.first_line, bad_lines, header=chunk.header))
         return without_split_mark(pairs, chunk, path)
 
-    if not bad_lines and (rows := plain_rows(text, chunk)) is not None:
-        return ChunkRows(rows, True, lambda: [line for line, _ in numbered()])
-    pairs = numbered()
-    rows = [row for _, row in pairs]
-    return ChunkRows(rows, not any(isinstance(row, Exception) for row in rows), lambda: [line for line, _ in pairs])
+    return ChunkRows(None if bad_lines else strict_batches(text, chunk.header), numbered)
 
 
-def plain_rows(text: str, chunk: RangeChunk) -> list[list[str]] | None:
+def strict_batches(text: str, header: bool) -> Iterator[list[list[str]]]:
     """The rows of a range's text as ``csv.reader`` gives them (blank lines and the header left
-    out, the split mark checked and removed), or None if a row cannot be read or the split was wrong."""
-    try:
-        rows = list(filter(None, csv.reader(io.StringIO(text, newline=""))))  # a blank line gives []
-    except csv.Error:
-        return None
-    if not chunk.last:
-        if not rows or rows[-1] != [SPLIT_MARK]:
-            return None
-        rows.pop()
-    return rows[1:] if chunk.header else rows
+    out), :data:`BATCH_ROWS` at a time.
+
+    A batch, not the whole range at once: Python's garbage collector runs each time 700 more
+    lists and other containers are alive than when it last ran (``gc.get_threshold()[0]``), and a
+    thousand rows held at once woke it again and again for nothing; that cost a worker 10% on
+    light rows. A few hundred rows come and go under the threshold, as in a plain loop.
+
+    The reader is strict: it raises ``csv.Error`` where the lenient default would guess, at a
+    character after a closing quote (``"a"b``) and at text that ends inside a quoted field, which
+    for a range that is not the file's last means the range was cut in the wrong place.
+    """
+    rows = filter(None, csv.reader(io.StringIO(text, newline=""), strict=True))  # a blank line gives []
+    if header:
+        next(rows, None)
+    while batch := list(itertools.islice(rows, BATCH_ROWS)):
+        yield batch
 
 
 def without_split_mark(pairs: list[tuple[int, list[str] | Exception]], chunk: RangeChunk,

@@ -14,6 +14,7 @@ import functools
 import gc
 import io
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -167,6 +168,56 @@ def test_failing_rows_in_a_chunk_keep_their_lines_and_every_row_runs_once(orders
     assert [s for chunk in done for s in chunk.skipped] == skipped
     assert max(sum(1 for s in chunk.skipped) for chunk in done) > 1  # chunks with several failing rows
     assert calls == [row[0] for _, row in serial(orders)]
+
+
+@pytest.mark.parametrize("last", [False, True], ids=["inner range", "last range"])
+def test_a_range_read_the_fast_way_gives_the_careful_ways_rows(tmp_path, last):
+    """A worker reads a range with strict csv.reader in batches (no line numbers), and hands over
+    to the numbering parse (which checks the split) where that stops. On 2,000 random texts of
+    quotes, commas and line breaks: every text the fast way reads whole gives the careful way's
+    rows and is split correctly; every row runs once, with results and skipped lines equal to the
+    careful way's, wherever the fast way stopped."""
+    rng = random.Random(15)
+    path = tmp_path / "range.csv"
+    pieces = ["a", "bc", ",", '"', '""', "\n", "\r\n", "\r"]
+    fast_whole = careful = 0
+    for _ in range(2_000):
+        text = "".join(rng.choices(pieces, k=rng.randint(1, 40))) + "\n"
+        path.write_bytes(text.encode())
+        stamp = pipeline.stamp_of(path)
+        header = rng.random() < 0.5 and bool(text.strip("\r\n"))  # as the reader marks ranges: with data
+        chunk = pipeline.RangeChunk(0, stamp.size, 1, header, last, stamp)
+        rows = pipeline.rows_of_chunk(chunk, str(path))
+        try:
+            fast = [row for batch in rows.batches for row in batch]
+        except csv.Error:
+            fast = None
+        try:
+            numbered = rows.numbered
+        except SplitError:
+            assert fast is None  # a wrong split never reads whole the fast way
+            continue
+        if fast is not None:
+            fast_whole += 1
+            assert fast == [row for _, row in numbered]
+        else:
+            careful += 1
+        calls = []
+
+        def first_field(row: list[str]) -> str:
+            calls.append(row)
+            if len(row) > 2:
+                raise ValueError("too long")
+            return row[0]
+
+        job = CsvJob(first_field, str(path), "skip", pickle_results=False)
+        done = pipeline.run_csv_chunk(job, chunk)
+        assert done.failure is None
+        assert calls == [row for _, row in numbered if isinstance(row, list)]
+        assert done.results == [row[0] for _, row in numbered if isinstance(row, list) and len(row) <= 2]
+        assert [line for line, _ in done.skipped] == [line for line, row in numbered
+                                                      if not isinstance(row, list) or len(row) > 2]
+    assert fast_whole > 500 and careful > 100  # both ways were taken, many times
 
 
 @pytest.mark.parametrize("feed", FEEDS)
