@@ -17,8 +17,9 @@ it parses the CSV itself and ships each chunk as rows with the line each starts 
 ``feed="ranges"`` it only finds where records end (quote parity, at C speed: see
 :func:`byte_ranges`) and ships ``(start, end, first line)``: each worker opens the file and
 parses its own range. So ``feed="ranges"`` runs on any executor whose workers can open the
-path, a dask cluster on a shared file system included. Both feeds parse with one function,
-:func:`records`, so both give exactly what ``csv.reader`` gives.
+path, a dask cluster on a shared file system included. Both feeds give exactly what
+``csv.reader`` gives: the rows are ``csv.reader``'s own, numbered by one function,
+:func:`records`, wherever a line number is needed.
 
 **Backpressure.** The chunks go through :func:`mpdemo.chunking.in_flight`, the same loop as
 ``chunked_map``'s: at most ``W`` chunks (4 per process) are in flight, sent but not yet handed
