@@ -71,6 +71,10 @@ from mpdemo.timing import TaskRecord, Timeline
 
 #: Rows per chunk at most when ``chunksize=None``: keeps the chunks in flight small in memory.
 MAX_AUTO_CHUNKSIZE = 1_000
+#: With ``chunksize=None`` and ``feed="ranges"``: a worker's seconds of work per range to aim at,
+#: once the first ranges have shown what a row costs, and the most rows a range may then hold.
+RANGE_SECONDS = 0.01
+MAX_RANGE_ROWS = 20_000
 #: Bytes the reader reads at a time with ``feed="rows"`` (then on to the end of that line).
 READ_BLOCK = 64 * 1024
 #: Rows a worker parses at a time from a byte range (see :func:`strict_batches`).
@@ -121,6 +125,7 @@ class CsvSettings:
     timeline: Timeline | None
     executor: Executor | ProcessPool | None
     stamp: FileStamp  # the file when the run was set up
+    auto_chunks: bool  # chunksize=None: the pipeline picks the size (and with ranges, follows the rows' cost)
 
     @classmethod
     def checked(cls, path: str | os.PathLike, func: Callable[[list[str]], Any], *, processes: int | None = None,
@@ -135,7 +140,7 @@ class CsvSettings:
         stamp = check_csv_file(path)
         check_function(func, executor)  # before any process starts: a lambda fails here, clearly
         return cls(str(path), func, processes, chunksize or auto_chunksize(path, processes), on_error, ordered,
-                   header, progress, feed, timeline, executor, stamp)
+                   header, progress, feed, timeline, executor, stamp, auto_chunks=chunksize is None)
 
     @property
     def window(self) -> int:
@@ -178,7 +183,8 @@ def stream_csv(path: str | os.PathLike, func: Callable[[list[str]], Any], *, pro
         importable by the workers (a module's function, not a lambda or a notebook cell's).
     processes: workers at most (default :func:`mpdemo.cpu_count`); started as chunks need them.
     chunksize: rows per chunk (``feed="ranges"``: about that many lines); None picks Pool.map's
-        rule for the file's estimated row count, at most ``MAX_AUTO_CHUNKSIZE``.
+        rule for the file's estimated row count, at most ``MAX_AUTO_CHUNKSIZE``, and with
+        ``feed="ranges"`` lets light rows have larger ranges (see :class:`Pace`).
     on_error: ``"raise"``: the first bad row raises :class:`~mpdemo.errors.RowError` naming file and
         line (in order, after the results of every row before it when ``ordered``); ``"skip"``: bad
         rows go to ``.skipped`` as ``(line, reason)`` and the stream goes on.
@@ -334,7 +340,8 @@ def run(settings: CsvSettings, counts: Counts) -> Iterator[list]:
 
     pickled = pickling_method(settings.executor) is not None
     job = CsvJob(settings.func, settings.path, settings.on_error, pickle_results=pickled)
-    reader = range_chunks(settings) if settings.feed == "ranges" else row_chunks(settings)
+    pace = Pace.of(settings)
+    reader = range_chunks(settings, pace) if settings.feed == "ranges" else row_chunks(settings)
     if settings.timeline is not None:
         settings.timeline.began = time.time()
 
@@ -346,6 +353,7 @@ def run(settings: CsvSettings, counts: Counts) -> Iterator[list]:
             tqdm(total=settings.stamp.size, disable=not settings.progress, unit="B", unit_scale=True) as bar:
         for chunk, call, done in in_flight(workers, reader, call_for, settings.window, ordered=settings.ordered):
             bar.update(chunk.size)
+            pace.learn(done.record)
             yield from hand_over(done, settings, counts, call)
         check_unchanged(settings.path, settings.stamp, stamp_of(settings.path))
         bar.update(bar.total - bar.n)  # what follows the last row (line breaks) counts too
@@ -408,11 +416,11 @@ def row_chunks(settings: CsvSettings) -> Iterator[RowsChunk]:
             yield chunk._replace(size=file.tell() - counted)
 
 
-def range_chunks(settings: CsvSettings) -> Iterator[RangeChunk]:
-    """``feed="ranges"``: yield byte ranges of about ``chunksize`` lines."""
-    block_size = max(1, round(settings.chunksize * bytes_per_line(settings.path)))
+def range_chunks(settings: CsvSettings, pace: Pace) -> Iterator[RangeChunk]:
+    """``feed="ranges"``: yield byte ranges of about ``pace.rows`` lines each."""
+    line = bytes_per_line(settings.path)
     header, size = settings.header, settings.stamp.size
-    for start, end, first_line, has_data in byte_ranges(settings.path, block_size):
+    for start, end, first_line, has_data in byte_ranges(settings.path, lambda: max(1, round(pace.rows * line))):
         if end > size:
             raise FileChanged(f"{settings.path} grew while it was read: it had {size:,} bytes when reading began")
         yield RangeChunk(start, end, first_line, header and has_data, end >= size, settings.stamp)
@@ -464,6 +472,39 @@ def auto_chunksize(path: str | os.PathLike, processes: int) -> int:
     """
     estimated_rows = round(os.path.getsize(path) / bytes_per_line(path))
     return min(default_chunksize(estimated_rows, processes), MAX_AUTO_CHUNKSIZE)
+
+
+@dataclass
+class Pace:
+    """How many rows the next byte range should hold.
+
+    With ``chunksize`` given, that, always. With ``chunksize=None`` it starts at
+    :func:`auto_chunksize` and then follows what the ranges that came back cost a worker per row,
+    aiming at :data:`RANGE_SECONDS` of work a range. Each range costs the caller about the same
+    whatever its size (cutting it, sending it, collecting its results: about 0.1 ms), which is a
+    tenth of a 1,000-row range of light rows (1 µs each): those get ranges up to ten times larger.
+    Heavy rows keep the starting size, so the last ranges, which run alone, stay short. A range
+    never holds more than Pool.map's rule gives (at least 4 ranges a worker) or
+    :data:`MAX_RANGE_ROWS`.
+    """
+
+    rows: int
+    smallest: int
+    largest: int
+
+    @classmethod
+    def of(cls, settings: CsvSettings) -> Pace:
+        if not (settings.auto_chunks and settings.feed == "ranges"):
+            return cls(settings.chunksize, settings.chunksize, settings.chunksize)
+        estimated_rows = round(settings.stamp.size / bytes_per_line(settings.path))
+        largest = min(default_chunksize(estimated_rows, settings.processes), MAX_RANGE_ROWS)
+        return cls(settings.chunksize, settings.chunksize, max(largest, settings.chunksize))
+
+    def learn(self, record: TaskRecord) -> None:
+        """Size the next ranges from one that came back: its rows and its seconds in the worker."""
+        if self.largest > self.smallest and record.items > 0 and record.end > record.start:
+            per_row = (record.end - record.start) / record.items
+            self.rows = max(self.smallest, min(self.largest, round(RANGE_SECONDS / per_row)))
 
 
 def bytes_per_line(path: str | os.PathLike, sample: int = 64 * 1024) -> float:
@@ -582,8 +623,9 @@ class ByteRange(NamedTuple):
     has_data: bool
 
 
-def byte_ranges(path: str | os.PathLike, block_size: int) -> Iterator[ByteRange]:
-    """Cut a CSV file into byte ranges of at least ``block_size`` bytes that end where records end.
+def byte_ranges(path: str | os.PathLike, block_size: int | Callable[[], int]) -> Iterator[ByteRange]:
+    """Cut a CSV file into byte ranges of at least ``block_size`` bytes that end where records end
+    (``block_size`` may be a function, asked before each range: the pipeline's :class:`Pace`).
 
     A line break ends a record unless it is inside a quoted field. In RFC 4180 CSV every quote
     inside a quoted field is doubled (``""``), which leaves the count of quotes even, so a line
@@ -600,7 +642,8 @@ def byte_ranges(path: str | os.PathLike, block_size: int) -> Iterator[ByteRange]
         first_line = 1
         while True:
             start, quotes, lines, has_data = file.tell(), 0, 0, False
-            while block := file.read(block_size):
+            size = block_size() if callable(block_size) else block_size
+            while block := file.read(size):
                 if not block.endswith(b"\n"):
                     block += file.readline()
                 quotes += count_byte(block, b'"')
@@ -783,7 +826,9 @@ def range_rows(file: BinaryIO, chunk: RangeChunk, path: str) -> ChunkRows:
     To check the split, the careful way parses one more line after the range (unless the range
     ends the file), :data:`SPLIT_MARK`. It comes out as a row of its own only if the range ended
     between records; inside a quoted field it would join that field instead, and then the split
-    was wrong: :class:`SplitError`, and no result of the range is kept.
+    was wrong: :class:`SplitError`, which ends the run. (The rows before the wrong split are rows
+    as ``csv.reader`` reads them: the function may have run on them, and ``stream_csv`` may have
+    handed you their results, before the error.)
     """
     check_unchanged(path, chunk.stamp, stamp_of(path, file))  # the file the reader cut into ranges
     file.seek(chunk.start)
@@ -805,10 +850,11 @@ def strict_batches(text: str, header: bool) -> Iterator[list[list[str]]]:
     """The rows of a range's text as ``csv.reader`` gives them (blank lines and the header left
     out), :data:`BATCH_ROWS` at a time.
 
-    A batch, not the whole range at once: Python's garbage collector runs each time 700 more
-    lists and other containers are alive than when it last ran (``gc.get_threshold()[0]``), and a
-    thousand rows held at once woke it again and again for nothing; that cost a worker 10% on
-    light rows. A few hundred rows come and go under the threshold, as in a plain loop.
+    A batch, not the whole range at once: Python's garbage collector runs each time a few hundred
+    more lists and other containers are alive than when it last ran (``gc.get_threshold()[0]``:
+    700 in Python 3.11 and 3.12, 2,000 in 3.13), and a thousand rows held at once woke it again
+    and again for nothing; that cost a worker about 15% on light rows. A few hundred rows come and
+    go under the threshold, as in a plain loop.
 
     The reader is strict: it raises ``csv.Error`` where the lenient default would guess, at a
     character after a closing quote (``"a"b``) and at text that ends inside a quoted field, which

@@ -136,7 +136,8 @@ def in_process(path: Path, func, feed: str, chunksize: int = 1, header: bool = T
     """The pipeline's reader and worker code, run here one chunk after another, without processes."""
     settings = CsvSettings.checked(path, func, processes=1, chunksize=chunksize, on_error="skip", header=header,
                                    feed=feed)
-    chunks = pipeline.range_chunks(settings) if feed == "ranges" else pipeline.row_chunks(settings)
+    chunks = (pipeline.range_chunks(settings, pipeline.Pace.of(settings)) if feed == "ranges"
+              else pipeline.row_chunks(settings))
     job = CsvJob(func, str(path), "skip", pickle_results=False)
     return [pipeline.run_csv_chunk(job, chunk) for chunk in chunks]
 
@@ -160,7 +161,8 @@ def test_failing_rows_in_a_chunk_keep_their_lines_and_every_row_runs_once(orders
         return workloads.order_total(row)
 
     settings = CsvSettings.checked(orders, workloads.order_total, processes=1, chunksize=400, feed=feed)
-    chunks = pipeline.range_chunks(settings) if feed == "ranges" else pipeline.row_chunks(settings)
+    chunks = (pipeline.range_chunks(settings, pipeline.Pace.of(settings)) if feed == "ranges"
+              else pipeline.row_chunks(settings))
     done = [pipeline.run_csv_chunk(CsvJob(total, str(orders), "skip", pickle_results=False), chunk)
             for chunk in chunks]
     results, skipped = expected_totals(orders)
@@ -490,6 +492,46 @@ def test_one_slow_chunk_holds_the_reader_instead_of_piling_results_up(orders):
         assert next(stream) == "1"
         assert stream.chunks_read <= window + 1
         assert list(stream) == [row[0] for _, row in serial(orders)][1:]
+
+
+def test_ranges_of_light_rows_grow_with_chunksize_none_and_a_given_chunksize_stays(tmp_path, monkeypatch):
+    """With chunksize=None, ranges follow what a row costs: light rows get larger ranges (fewer
+    tasks), never more than Pool.map's rule allows; a chunksize you give is kept. (The caller
+    sizes the ranges: aiming at 10 s a range makes every row "light" however busy the machine.)"""
+    monkeypatch.setattr(pipeline, "RANGE_SECONDS", 10.0)
+    path = data.write_orders_csv(tmp_path / "light.csv", 40_000)
+    auto, fixed = Timeline(), Timeline()
+    grown = process_csv(path, workloads.order_total, processes=2, feed="ranges", timeline=auto)
+    kept = process_csv(path, workloads.order_total, processes=2, feed="ranges", chunksize=1_000, timeline=fixed)
+    assert grown.results == kept.results == workloads.csv_loop(path)
+    assert sum(r.items for r in auto.records) == grown.rows_read == 40_000
+    assert len(fixed.records) >= 30  # about 40 ranges of about 1,000 lines (sized by bytes per line)
+    assert len(auto.records) < len(fixed.records) / 2
+    largest = mpdemo.default_chunksize(40_000, 2)  # 5,000: at least 4 ranges a worker
+    assert largest / 2 < max(r.items for r in auto.records) < largest * 2  # sized by bytes per line too
+
+
+def test_pace_aims_at_ten_milliseconds_a_range_between_its_bounds(tmp_path):
+    orders = data.write_orders_csv(tmp_path / "light.csv", 40_000)
+    settings = CsvSettings.checked(orders, workloads.order_total, processes=2, feed="ranges")
+    pace = pipeline.Pace.of(settings)
+    start = pace.rows
+    assert start == 1_000 < pace.largest  # Pool.map's rule for the rows estimated from bytes per line
+
+    def took(seconds_per_row: float) -> int:
+        pace.learn(pipeline.TaskRecord(1, 0.0, seconds_per_row * 100, 100))
+        return pace.rows
+
+    assert took(1e-3) == start  # heavy rows: the starting size
+    assert took(1e-7) == pace.largest  # very light rows: as large as allowed
+    assert took(pipeline.RANGE_SECONDS / (start + 10)) == start + 10
+    fixed = pipeline.Pace.of(CsvSettings.checked(orders, workloads.order_total, processes=2, feed="ranges",
+                                                 chunksize=7))
+    fixed.learn(pipeline.TaskRecord(1, 0.0, 1e-6, 100))
+    assert fixed.rows == 7
+    rows = pipeline.Pace.of(CsvSettings.checked(orders, workloads.order_total, processes=2, feed="rows"))
+    rows.learn(pipeline.TaskRecord(1, 0.0, 1e-6, 100))
+    assert rows.rows == settings.chunksize  # feed="rows" keeps its size: the caller parses every row anyway
 
 
 def test_timeline_gets_one_record_per_chunk(orders):
