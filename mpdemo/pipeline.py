@@ -485,7 +485,8 @@ class Pace:
     tenth of a 1,000-row range of light rows (1 µs each): those get ranges up to ten times larger.
     Heavy rows keep the starting size, so the last ranges, which run alone, stay short. A range
     never holds more than Pool.map's rule gives (at least 4 ranges a worker) or
-    :data:`MAX_RANGE_ROWS`.
+    :data:`MAX_RANGE_ROWS`. (The reasoning of :func:`mpdemo.suggest_chunksize`, with the cost of a
+    row measured by the workers as they go instead of beforehand.)
     """
 
     rows: int
