@@ -31,11 +31,14 @@ from mpdemo.timing import Measurement, compare
 
 @dataclass
 class Run:
-    """One contender: a label and a call without arguments; keeps the result of its last call."""
+    """One contender: a label and a call without arguments; keeps the result of its last call.
+    ``cores``: for a parallel run, the cores it can use: its speedup in the table is marked if it is
+    more than those cores can give (the serial run was slowed, not sped up by the pool)."""
 
     label: str
     call: Callable[[], Any]
     result: Any = None
+    cores: int | None = None
 
     def __call__(self) -> None:
         self.result = self.call()
@@ -43,7 +46,8 @@ class Run:
 
 def in_turns(runs: Sequence[Run], rounds: int, *, warmup: bool = True) -> dict[str, Measurement]:
     """mpdemo's ``timing.compare`` on these runs, after one untimed warm-up round by default."""
-    return compare({run.label: run for run in runs}, rounds=rounds, warmup=int(warmup))
+    return compare({run.label: run for run in runs}, rounds=rounds, warmup=int(warmup),
+                   cores={run.label: run.cores for run in runs if run.cores is not None})
 
 
 @dataclass(frozen=True)
