@@ -851,11 +851,11 @@ def strict_batches(text: str, header: bool) -> Iterator[list[list[str]]]:
     """The rows of a range's text as ``csv.reader`` gives them (blank lines and the header left
     out), :data:`BATCH_ROWS` at a time.
 
-    A batch, not the whole range at once: Python's garbage collector runs each time a few hundred
-    more lists and other containers are alive than when it last ran (``gc.get_threshold()[0]``:
-    700 in Python 3.11 and 3.12, 2,000 in 3.13), and a thousand rows held at once woke it again
-    and again for nothing; that cost a worker about 15% on light rows. A few hundred rows come and
-    go under the threshold, as in a plain loop.
+    A batch, not the whole range at once: Python's garbage collector runs each time
+    ``gc.get_threshold()[0]`` more lists and other containers are alive than when it last ran (700
+    in Python 3.11 and 3.12, 2,000 in 3.13), and a thousand rows held at once woke it again and
+    again for nothing; that cost a worker about 15% on light rows under 3.11. Batches of 300 come
+    and go under the threshold, as the rows of a plain loop do.
 
     The reader is strict: it raises ``csv.Error`` where the lenient default would guess, at a
     character after a closing quote (``"a"b``) and at text that ends inside a quoted field, which
